@@ -1,0 +1,64 @@
+package connpool
+
+import "time"
+
+// idleSweepInterval is how often the cleaner runs when idle conns never
+// expire. It then only forgets addresses that have no conns left.
+const idleSweepInterval = time.Minute
+
+// sweepInterval returns how often the cleaner runs for an idle timeout. A
+// quarter of the timeout closes an expired conn at most 1.25 × timeout after
+// it was returned, and bounds how much older than it is a conn returned on a
+// quiet address may be judged (see bucket).
+func sweepInterval(timeout time.Duration) time.Duration {
+	if timeout == 0 {
+		return idleSweepInterval
+	}
+	return max(timeout/4, time.Millisecond)
+}
+
+// runCleaner calls sweep every interval until the pool is closed.
+func (p *Pool) runCleaner(interval time.Duration) {
+	defer close(p.done)
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-p.stop:
+			return
+		case <-t.C:
+			p.sweep(p.clock())
+		}
+	}
+}
+
+// sweep closes the idle conns that are expired at now and drops the buckets
+// of addresses that have no conns and no dial in flight. Their counters are
+// kept in the pool-wide totals. now is a reading of p.clock; tests pass any
+// value they like.
+func (p *Pool) sweep(now int64) {
+	var expired []idleConn
+	r := &p.buckets
+	r.mu.Lock()
+	dropped := false
+	for _, b := range r.all {
+		b.mu.Lock()
+		exp, empty := b.sweepLocked(now, p.timeout)
+		if empty {
+			b.dropped = true
+			r.removeLocked(b)
+			dropped = true
+		}
+		b.mu.Unlock()
+		expired = append(expired, exp...)
+	}
+	if dropped {
+		// Let go of the dropped buckets now rather than after the next
+		// round of slow lookups.
+		r.snapshotLocked()
+	}
+	r.mu.Unlock()
+
+	// Outside every lock: closing a socket can block.
+	closeIdle(expired)
+}

@@ -1,0 +1,118 @@
+package connpool
+
+import (
+	"net"
+	"sync/atomic"
+	"time"
+)
+
+// States of a Conn handle. A handle starts in use and moves exactly once, to
+// returned (Close) or released (Release); it never moves back.
+const (
+	stateInUse uint32 = iota
+	stateReturned
+	stateReleased
+)
+
+// Conn is a pooled connection handed out by [Pool.Get] and [Pool.New]. It
+// implements [net.Conn]; its Close returns the connection to the pool.
+//
+// A Conn is a handle for one checkout: every Get returns a new one, even when
+// it reuses a socket. After Close or Release the handle is inert: Read, Write,
+// the deadline setters, Close and Release return [ErrConnClosed] (which wraps
+// [net.ErrClosed]) and never touch the socket, which by then may belong to
+// another caller.
+//
+// As with any net.Conn, Read and Write may be called concurrently. Close must
+// not race with a Read or Write still in progress on the same handle, since it
+// hands the socket to the next caller; to abort blocked I/O, set a deadline or
+// call Release.
+type Conn struct {
+	nc    net.Conn
+	b     *bucket
+	state atomic.Uint32
+}
+
+// Close returns the connection to its address's idle stack if the pool is
+// open and the stack has room; otherwise it closes the socket and returns the
+// socket's close error. A second Close or Release returns [ErrConnClosed] and
+// does nothing else.
+//
+// Return only connections that are in a clean state for the next holder: no
+// unread reply, no half-written request. Release the others.
+func (c *Conn) Close() error {
+	if !c.state.CompareAndSwap(stateInUse, stateReturned) {
+		return ErrConnClosed
+	}
+	return c.b.put(c.nc)
+}
+
+// Release closes the socket and removes it from the pool's counts. Use it
+// for connections found dead or left in an unknown state. A second Release or
+// Close returns [ErrConnClosed] and does nothing else.
+func (c *Conn) Release() error {
+	if !c.state.CompareAndSwap(stateInUse, stateReleased) {
+		return ErrConnClosed
+	}
+	return c.b.release(c.nc)
+}
+
+// Read reads from the connection. It returns [ErrConnClosed] after Close or
+// Release.
+func (c *Conn) Read(p []byte) (int, error) {
+	if c.state.Load() != stateInUse {
+		return 0, ErrConnClosed
+	}
+	return c.nc.Read(p)
+}
+
+// Write writes to the connection. It returns [ErrConnClosed] after Close or
+// Release.
+func (c *Conn) Write(p []byte) (int, error) {
+	if c.state.Load() != stateInUse {
+		return 0, ErrConnClosed
+	}
+	return c.nc.Write(p)
+}
+
+// SetDeadline sets the read and write deadlines of the connection. It returns
+// [ErrConnClosed] after Close or Release.
+//
+// Deadlines belong to the socket, not the handle: clear them (set the zero
+// time) before Close if the next holder should not inherit them.
+func (c *Conn) SetDeadline(t time.Time) error {
+	if c.state.Load() != stateInUse {
+		return ErrConnClosed
+	}
+	return c.nc.SetDeadline(t)
+}
+
+// SetReadDeadline sets the read deadline of the connection. It returns
+// [ErrConnClosed] after Close or Release.
+func (c *Conn) SetReadDeadline(t time.Time) error {
+	if c.state.Load() != stateInUse {
+		return ErrConnClosed
+	}
+	return c.nc.SetReadDeadline(t)
+}
+
+// SetWriteDeadline sets the write deadline of the connection. It returns
+// [ErrConnClosed] after Close or Release.
+func (c *Conn) SetWriteDeadline(t time.Time) error {
+	if c.state.Load() != stateInUse {
+		return ErrConnClosed
+	}
+	return c.nc.SetWriteDeadline(t)
+}
+
+// LocalAddr returns the local address of the connection. Addresses do not
+// change, so it answers even after Close or Release.
+func (c *Conn) LocalAddr() net.Addr { return c.nc.LocalAddr() }
+
+// RemoteAddr returns the remote address of the connection. Addresses do not
+// change, so it answers even after Close or Release.
+func (c *Conn) RemoteAddr() net.Addr { return c.nc.RemoteAddr() }
+
+// Address returns the destination address the connection is bound to: the
+// address given to [Pool.Get] or [Pool.New].
+func (c *Conn) Address() string { return c.b.address }

@@ -1,0 +1,155 @@
+// Package testnet holds loopback servers and fake conns shared by the tests,
+// benchmarks and examples of connpool.
+package testnet
+
+import (
+	"bufio"
+	"errors"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+)
+
+// EchoServer is a line echo server on 127.0.0.1 with a port chosen by the
+// kernel. It counts the sessions it has open, so tests can compare them with
+// a pool's counts.
+type EchoServer struct {
+	ln net.Listener
+
+	open     atomic.Int64
+	accepted atomic.Int64
+	// dropEvery, if > 0, makes the server close a session after every
+	// dropEvery-th reply, without warning, as a server's idle or request
+	// limit would.
+	dropEvery int64
+	replies   atomic.Int64
+
+	mu    sync.Mutex // protects conns
+	conns map[net.Conn]struct{}
+	wg    sync.WaitGroup
+}
+
+// StartEcho starts an echo server and stops it, with all its sessions, when
+// the test ends.
+func StartEcho(tb testing.TB) *EchoServer {
+	tb.Helper()
+	return startEcho(tb, 0)
+}
+
+// ListenEcho starts an echo server for code without a testing.TB, such as
+// examples. The caller must Close it.
+func ListenEcho() (*EchoServer, error) {
+	return listen(0)
+}
+
+// StartFlakyEcho is like StartEcho, but the server closes a session right
+// after every dropEvery-th reply it sends (across all sessions).
+func StartFlakyEcho(tb testing.TB, dropEvery int) *EchoServer {
+	tb.Helper()
+	return startEcho(tb, int64(dropEvery))
+}
+
+func startEcho(tb testing.TB, dropEvery int64) *EchoServer {
+	tb.Helper()
+	s, err := listen(dropEvery)
+	if err != nil {
+		tb.Fatalf("testnet: %v", err)
+	}
+	tb.Cleanup(s.Close)
+	return s
+}
+
+func listen(dropEvery int64) (*EchoServer, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	s := &EchoServer{ln: ln, dropEvery: dropEvery, conns: make(map[net.Conn]struct{})}
+	s.wg.Add(1)
+	go s.serve()
+	return s, nil
+}
+
+// Addr returns the server's address, host:port.
+func (s *EchoServer) Addr() string { return s.ln.Addr().String() }
+
+// Open returns the number of sessions the server has open now.
+func (s *EchoServer) Open() int64 { return s.open.Load() }
+
+// Accepted returns the number of sessions the server has accepted so far.
+func (s *EchoServer) Accepted() int64 { return s.accepted.Load() }
+
+// Close stops the server and closes its sessions, and waits for its
+// goroutines to end. It may be called more than once.
+func (s *EchoServer) Close() {
+	s.ln.Close()
+	s.mu.Lock()
+	for c := range s.conns {
+		c.Close()
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+}
+
+func (s *EchoServer) serve() {
+	defer s.wg.Done()
+	for {
+		c, err := s.ln.Accept()
+		if err != nil {
+			return
+		}
+		s.mu.Lock()
+		s.conns[c] = struct{}{}
+		s.mu.Unlock()
+		s.accepted.Add(1)
+		s.open.Add(1)
+		s.wg.Add(1)
+		go s.session(c)
+	}
+}
+
+func (s *EchoServer) session(c net.Conn) {
+	defer s.wg.Done()
+	defer func() {
+		s.mu.Lock()
+		delete(s.conns, c)
+		s.mu.Unlock()
+		c.Close()
+		s.open.Add(-1)
+	}()
+	r := bufio.NewReader(c)
+	for {
+		line, err := r.ReadBytes('\n')
+		if err != nil {
+			return
+		}
+		if _, err := c.Write(line); err != nil {
+			return
+		}
+		if s.dropEvery > 0 && s.replies.Add(1)%s.dropEvery == 0 {
+			return
+		}
+	}
+}
+
+// RoundTrip writes msg and a newline to c and reads the echoed line back. It
+// returns an error if the echo differs.
+func RoundTrip(c net.Conn, msg string) error {
+	if _, err := c.Write([]byte(msg + "\n")); err != nil {
+		return err
+	}
+	buf := make([]byte, len(msg)+1)
+	n := 0
+	for n < len(buf) {
+		m, err := c.Read(buf[n:])
+		n += m
+		if err != nil {
+			return err
+		}
+	}
+	if string(buf[:len(msg)]) != msg {
+		return errors.New("testnet: echo mismatch")
+	}
+	return nil
+}

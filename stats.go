@@ -1,0 +1,113 @@
+package connpool
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Counters are running totals of what happened to a pool's conns since it
+// was created.
+type Counters struct {
+	// Dials counts successful dials.
+	Dials int64 `json:"dials"`
+	// DialErrors counts failed dials, including dials that returned a nil
+	// conn.
+	DialErrors int64 `json:"dial_errors"`
+	// Reuses counts Gets served from an idle conn.
+	Reuses int64 `json:"reuses"`
+	// ClosedIdleTimeout counts idle conns closed because they sat idle for
+	// the pool's timeout, by the cleaner or by Get.
+	ClosedIdleTimeout int64 `json:"closed_idle_timeout"`
+	// ClosedBucketFull counts conns closed on Close because their address
+	// already had capacity idle conns.
+	ClosedBucketFull int64 `json:"closed_bucket_full"`
+	// Released counts conns closed with Conn.Release.
+	Released int64 `json:"released"`
+}
+
+func (c *Counters) add(o Counters) {
+	c.Dials += o.Dials
+	c.DialErrors += o.DialErrors
+	c.Reuses += o.Reuses
+	c.ClosedIdleTimeout += o.ClosedIdleTimeout
+	c.ClosedBucketFull += o.ClosedBucketFull
+	c.Released += o.Released
+}
+
+// DestinationStats describes the conns of one address.
+type DestinationStats struct {
+	// Address is the destination, as given to Get or New.
+	Address string `json:"address"`
+	// Total is the number of open conns bound to the address: in use plus
+	// idle. Dials in flight are not counted.
+	Total int64 `json:"total"`
+	// Idle is the number of conns resting in the pool.
+	Idle int64 `json:"idle"`
+	// InUse is Total minus Idle: conns handed out and not yet returned.
+	InUse int64 `json:"in_use"`
+
+	// Counters are running totals for the address. They restart from zero
+	// when the cleaner forgets an address that has no conns left; the
+	// pool-wide totals in Stats keep counting.
+	Counters
+}
+
+// Stats is a snapshot of a pool, returned by [Pool.Stats].
+type Stats struct {
+	// Timestamp is when the snapshot was taken, in seconds since the Unix
+	// epoch.
+	Timestamp int64 `json:"timestamp"`
+
+	// Total, Idle and InUse are the sums over all addresses.
+	Total int64 `json:"total"`
+	Idle  int64 `json:"idle"`
+	InUse int64 `json:"in_use"`
+
+	// Counters are the pool-wide running totals, including those of
+	// addresses the cleaner has since forgotten.
+	Counters
+
+	// Destinations has one entry per address the pool currently knows,
+	// sorted by address.
+	Destinations []DestinationStats `json:"destinations"`
+}
+
+// Stats returns a snapshot of the pool's counts. Each address is read
+// consistently; different addresses are read one after the other.
+func (p *Pool) Stats() Stats {
+	s := Stats{Timestamp: time.Now().Unix()}
+	r := &p.buckets
+	r.mu.Lock()
+	retired := r.retired
+	s.Destinations = make([]DestinationStats, 0, len(r.all))
+	for _, b := range r.all {
+		b.mu.Lock()
+		s.Destinations = append(s.Destinations, b.statsLocked())
+		b.mu.Unlock()
+	}
+	r.mu.Unlock()
+
+	slices.SortFunc(s.Destinations, func(a, b DestinationStats) int {
+		return strings.Compare(a.Address, b.Address)
+	})
+	s.Counters = retired
+	for _, d := range s.Destinations {
+		s.Total += d.Total
+		s.Idle += d.Idle
+		s.InUse += d.InUse
+		s.Counters.add(d.Counters)
+	}
+	return s
+}
+
+// String formats the snapshot as one line for the pool and one per address.
+func (s Stats) String() string {
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "%-24s total: %-6d idle: %-6d in use: %d\n", "all", s.Total, s.Idle, s.InUse)
+	for _, d := range s.Destinations {
+		fmt.Fprintf(&sb, "%-24s total: %-6d idle: %-6d in use: %d\n", d.Address, d.Total, d.Idle, d.InUse)
+	}
+	return strings.TrimSuffix(sb.String(), "\n")
+}
