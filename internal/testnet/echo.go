@@ -40,7 +40,13 @@ func StartEcho(tb testing.TB) *EchoServer {
 // ListenEcho starts an echo server for code without a testing.TB, such as
 // examples. The caller must Close it.
 func ListenEcho() (*EchoServer, error) {
-	return listen(0)
+	return listen("127.0.0.1:0", 0)
+}
+
+// ListenEchoOn starts an echo server on address, which a stopped server
+// used, to play a backend restart. The caller must Close it.
+func ListenEchoOn(address string) (*EchoServer, error) {
+	return listen(address, 0)
 }
 
 // StartFlakyEcho is like StartEcho, but the server closes a session right
@@ -52,7 +58,7 @@ func StartFlakyEcho(tb testing.TB, dropEvery int) *EchoServer {
 
 func startEcho(tb testing.TB, dropEvery int64) *EchoServer {
 	tb.Helper()
-	s, err := listen(dropEvery)
+	s, err := listen("127.0.0.1:0", dropEvery)
 	if err != nil {
 		tb.Fatalf("testnet: %v", err)
 	}
@@ -60,8 +66,8 @@ func startEcho(tb testing.TB, dropEvery int64) *EchoServer {
 	return s
 }
 
-func listen(dropEvery int64) (*EchoServer, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+func listen(address string, dropEvery int64) (*EchoServer, error) {
+	ln, err := net.Listen("tcp", address)
 	if err != nil {
 		return nil, err
 	}

@@ -1,0 +1,253 @@
+package connpool
+
+import (
+	"net"
+	"strconv"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/seed73091bf1/connpool/internal/testnet"
+)
+
+// TestMain, with goleak, is in connpool_test.go: both test packages of this
+// directory build into one binary.
+
+// fakeClock is a clock the test moves by hand.
+type fakeClock struct{ now atomic.Int64 }
+
+func (c *fakeClock) read() int64             { return c.now.Load() }
+func (c *fakeClock) advance(d time.Duration) { c.now.Add(int64(d)) }
+
+func withClock(c *fakeClock) Option { return func(o *options) { o.clock = c.read } }
+
+// newTestPool returns a pool on a fake clock. Its timeout is an hour, so
+// the real cleaner never ticks during a test; tests call sweep themselves.
+func newTestPool(t *testing.T, d *testnet.FakeDialer, capacity int) (*Pool, *fakeClock) {
+	t.Helper()
+	clock := new(fakeClock)
+	clock.advance(time.Hour) // start away from zero
+	p, err := New(d.Dial, capacity, time.Hour, withClock(clock))
+	require.NoError(t, err)
+	t.Cleanup(func() { p.Close() })
+	return p, clock
+}
+
+func TestGetNeverHandsOutConnIdleForTimeout(t *testing.T) {
+	var d testnet.FakeDialer
+	p, clock := newTestPool(t, &d, 4)
+
+	c, err := p.Get("a:1")
+	require.NoError(t, err)
+	require.NoError(t, c.Close())
+
+	clock.advance(time.Hour - time.Nanosecond)
+	c2, err := p.Get("a:1")
+	require.NoError(t, err)
+	assert.Equal(t, c.LocalAddr(), c2.LocalAddr(), "idle just under the timeout: reused")
+	require.NoError(t, c2.Close())
+
+	// The Get above read the clock, so the conn's idle time restarts from
+	// there.
+	clock.advance(time.Hour)
+	c3, err := p.Get("a:1")
+	require.NoError(t, err)
+	defer c3.Close()
+	assert.NotEqual(t, c.LocalAddr(), c3.LocalAddr(), "idle for the timeout: not handed out")
+	assert.EqualValues(t, 1, d.Conns()[0].Closes.Load(), "the expired conn is closed by Get")
+	s := p.Stats()
+	assert.EqualValues(t, 1, s.ClosedIdleTimeout)
+	assert.EqualValues(t, 1, s.Total)
+}
+
+func TestGetClosesEveryExpiredConnOfTheAddress(t *testing.T) {
+	var d testnet.FakeDialer
+	p, clock := newTestPool(t, &d, 4)
+
+	var conns []net.Conn
+	for range 3 {
+		c, err := p.Get("a:1")
+		require.NoError(t, err)
+		conns = append(conns, c)
+	}
+	for _, c := range conns {
+		require.NoError(t, c.Close())
+	}
+	clock.advance(2 * time.Hour)
+	c, err := p.Get("a:1")
+	require.NoError(t, err)
+	defer c.Close()
+	assert.EqualValues(t, 4, d.Dials())
+	assert.EqualValues(t, 1, d.Open())
+	assert.EqualValues(t, 3, p.Stats().ClosedIdleTimeout)
+}
+
+// Regression: the predecessor closed sockets while holding its bucket lock,
+// so a slow close stalled every Get of the address.
+func TestSweepClosesSocketsOutsideBucketLock(t *testing.T) {
+	var d testnet.FakeDialer
+	var p *Pool
+	var checked atomic.Int64
+	d.OnClose = func(fc *testnet.FakeConn) {
+		b := p.buckets.lookup(fc.Address)
+		if assert.True(t, b.mu.TryLock(), "bucket lock held while closing a socket") {
+			b.mu.Unlock()
+		}
+		if assert.True(t, p.buckets.mu.TryLock(), "registry lock held while closing a socket") {
+			p.buckets.mu.Unlock()
+		}
+		checked.Add(1)
+	}
+	p, clock := newTestPool(t, &d, 4)
+
+	for _, addr := range []string{"a:1", "b:1"} {
+		c1, err := p.Get(addr)
+		require.NoError(t, err)
+		c2, err := p.Get(addr)
+		require.NoError(t, err)
+		require.NoError(t, c1.Close())
+		require.NoError(t, c2.Close())
+	}
+	clock.advance(2 * time.Hour)
+	p.sweep(clock.read())
+	assert.EqualValues(t, 4, checked.Load())
+	assert.EqualValues(t, 0, d.Open())
+}
+
+func TestSweepRemovesOnlyTheExpiredPrefix(t *testing.T) {
+	var d testnet.FakeDialer
+	p, clock := newTestPool(t, &d, 8)
+
+	old1, _ := p.Get("a:1")
+	old2, _ := p.Get("a:1")
+	young, _ := p.Get("a:1")
+	require.NoError(t, old1.Close())
+	require.NoError(t, old2.Close())
+	clock.advance(30 * time.Minute)
+	p.sweep(clock.read()) // advances the bucket's clock to the return time of young
+	require.NoError(t, young.Close())
+
+	clock.advance(30 * time.Minute)
+	p.sweep(clock.read())
+
+	b := p.buckets.lookup("a:1")
+	b.mu.Lock()
+	idle := append([]idleConn(nil), b.idle...)
+	total := b.total
+	b.mu.Unlock()
+	require.Len(t, idle, 1)
+	assert.Equal(t, young.LocalAddr(), idle[0].nc.LocalAddr())
+	assert.Equal(t, 1, total)
+	assert.EqualValues(t, 2, p.Stats().ClosedIdleTimeout)
+}
+
+func TestIdleStampsNeverDecrease(t *testing.T) {
+	var d testnet.FakeDialer
+	p, clock := newTestPool(t, &d, 64)
+
+	var conns []net.Conn
+	for i := range 32 {
+		c, err := p.Get("a:1")
+		require.NoError(t, err)
+		conns = append(conns, c)
+		if i%3 == 0 {
+			clock.advance(time.Minute)
+		}
+	}
+	for i, c := range conns {
+		if i%5 == 0 {
+			clock.advance(time.Minute)
+			c2, err := p.Get("a:1") // a clock reading for the bucket
+			require.NoError(t, err)
+			require.NoError(t, c2.(*Conn).Release())
+		}
+		require.NoError(t, c.Close())
+	}
+	b := p.buckets.lookup("a:1")
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for i := 1; i < len(b.idle); i++ {
+		assert.LessOrEqual(t, b.idle[i-1].since, b.idle[i].since, "stamps must not decrease towards the top")
+	}
+	assert.Positive(t, len(b.idle))
+}
+
+func TestDroppedBucketsLeaveTheRegistry(t *testing.T) {
+	var d testnet.FakeDialer
+	p, clock := newTestPool(t, &d, 4)
+
+	var handles []*Conn
+	for i := range 100 {
+		c, err := p.Get("10.0.0." + strconv.Itoa(i) + ":80")
+		require.NoError(t, err)
+		handles = append(handles, c.(*Conn))
+	}
+	for _, c := range handles {
+		require.NoError(t, c.Release())
+	}
+	p.sweep(clock.read())
+
+	r := &p.buckets
+	r.mu.Lock()
+	assert.Empty(t, r.all)
+	assert.Empty(t, *r.read.Load(), "the snapshot must not keep dropped buckets alive")
+	r.mu.Unlock()
+	for _, c := range handles {
+		c.b.mu.Lock()
+		assert.True(t, c.b.dropped)
+		c.b.mu.Unlock()
+	}
+	assert.EqualValues(t, 100, p.Stats().Released)
+}
+
+func TestGetOnADroppedBucketMovesToANewOne(t *testing.T) {
+	var d testnet.FakeDialer
+	p, clock := newTestPool(t, &d, 4)
+
+	c, err := p.Get("a:1")
+	require.NoError(t, err)
+	old := c.(*Conn).b
+	require.NoError(t, c.(*Conn).Release())
+
+	// Drop the bucket but leave it in the snapshot, as a concurrent sweep
+	// would between its removal and the next snapshot.
+	r := &p.buckets
+	r.mu.Lock()
+	r.snapshotLocked()
+	snapshot := *r.read.Load()
+	r.mu.Unlock()
+	require.Contains(t, snapshot, "a:1")
+	p.sweep(clock.read())
+	r.read.Store(&snapshot)
+
+	c, err = p.Get("a:1")
+	require.NoError(t, err)
+	defer c.Close()
+	assert.NotSame(t, old, c.(*Conn).b)
+	r.mu.Lock()
+	assert.Same(t, r.all["a:1"], c.(*Conn).b)
+	r.mu.Unlock()
+}
+
+func TestHandlesAreNeverReused(t *testing.T) {
+	var d testnet.FakeDialer
+	p, _ := newTestPool(t, &d, 4)
+
+	seen := make(map[*Conn]bool)
+	for range 3 * handleBatch {
+		c, err := p.Get("a:1")
+		require.NoError(t, err)
+		h := c.(*Conn)
+		assert.False(t, seen[h], "handle handed out twice")
+		seen[h] = true
+		require.NoError(t, c.Close())
+	}
+}
+
+func TestBucketPanicsOnInconsistentCounts(t *testing.T) {
+	b := &bucket{address: "a:1", total: 0, idle: []idleConn{{}}}
+	assert.PanicsWithValue(t, "connpool: bug: bucket a:1 counts are inconsistent", b.checkLocked)
+}
