@@ -104,10 +104,19 @@ func (p *Pool) Stats() Stats {
 
 // String formats the snapshot as one line for the pool and one per address.
 func (s Stats) String() string {
-	var sb strings.Builder
-	fmt.Fprintf(&sb, "%-24s total: %-6d idle: %-6d in use: %d\n", "all", s.Total, s.Idle, s.InUse)
+	lines := make([]string, 0, len(s.Destinations)+1)
+	lines = append(lines, formatCounts("all", s.Total, s.Idle, s.InUse))
 	for _, d := range s.Destinations {
-		fmt.Fprintf(&sb, "%-24s total: %-6d idle: %-6d in use: %d\n", d.Address, d.Total, d.Idle, d.InUse)
+		lines = append(lines, d.String())
 	}
-	return strings.TrimSuffix(sb.String(), "\n")
+	return strings.Join(lines, "\n")
+}
+
+// String formats the counts of one address on one line.
+func (d DestinationStats) String() string {
+	return formatCounts(d.Address, d.Total, d.Idle, d.InUse)
+}
+
+func formatCounts(name string, total, idle, inUse int64) string {
+	return fmt.Sprintf("%-24s total: %-6d idle: %-6d in use: %d", name, total, idle, inUse)
 }
