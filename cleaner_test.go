@@ -1,7 +1,6 @@
 package connpool_test
 
 import (
-	"net"
 	"strconv"
 	"testing"
 	"testing/synctest"
@@ -25,15 +24,7 @@ func TestCleanerClosesExpiredIdleConnsWithinOneAndAHalfTimeouts(t *testing.T) {
 		require.NoError(t, err)
 		defer p.Close()
 
-		var conns []net.Conn
-		for range 3 {
-			c, err := p.Get("a:1")
-			require.NoError(t, err)
-			conns = append(conns, c)
-		}
-		for _, c := range conns {
-			require.NoError(t, c.Close())
-		}
+		giveBack(t, checkout(t, p, "a:1", 3)...)
 
 		time.Sleep(timeout * 9 / 10)
 		synctest.Wait()
@@ -58,19 +49,15 @@ func TestCleanerKeepsConnsReturnedLater(t *testing.T) {
 		require.NoError(t, err)
 		defer p.Close()
 
-		old, err := p.Get("a:1")
-		require.NoError(t, err)
-		young, err := p.Get("a:1")
-		require.NoError(t, err)
-		require.NoError(t, old.Close())
+		conns := checkout(t, p, "a:1", 2)
+		young := conns[1]
+		giveBack(t, conns[0])
 
 		// Keep the address busy so that its clock readings stay fresh.
 		for range 6 {
 			time.Sleep(timeout / 10)
-			c, err := p.Get("b:1")
-			require.NoError(t, err)
-			require.NoError(t, c.Close())
-			c, err = p.New("a:1")
+			giveBack(t, checkout(t, p, "b:1", 1)...)
+			c, err := p.New("a:1")
 			require.NoError(t, err)
 			require.NoError(t, c.(*connpool.Conn).Release())
 		}
@@ -122,9 +109,7 @@ func TestEmptyAddressesAreForgotten(t *testing.T) {
 		assert.EqualValues(t, churn, s.Released)
 
 		// A forgotten address works like a new one.
-		c, err := p.Get("10.0.0.1:80")
-		require.NoError(t, err)
-		require.NoError(t, c.Close())
+		giveBack(t, checkout(t, p, "10.0.0.1:80", 1)...)
 		assert.EqualValues(t, 1, destination(p.Stats(), "10.0.0.1:80").Idle)
 		require.NoError(t, inUse.Close())
 	})

@@ -31,6 +31,26 @@ func newPool(tb testing.TB, dial connpool.Dial, capacity int, timeout time.Durat
 	return p
 }
 
+// checkout gets n conns to address.
+func checkout(tb testing.TB, p *connpool.Pool, address string, n int) []net.Conn {
+	tb.Helper()
+	conns := make([]net.Conn, n)
+	for i := range conns {
+		c, err := p.Get(address)
+		require.NoError(tb, err)
+		conns[i] = c
+	}
+	return conns
+}
+
+// giveBack returns conns to the pool with Close.
+func giveBack(tb testing.TB, conns ...net.Conn) {
+	tb.Helper()
+	for _, c := range conns {
+		require.NoError(tb, c.Close())
+	}
+}
+
 // tcpDial dials over loopback TCP.
 func tcpDial(address string) (net.Conn, error) { return net.Dial("tcp", address) }
 
@@ -97,21 +117,12 @@ func TestGetReusesMostRecentlyReturnedConnFirst(t *testing.T) {
 	var d testnet.FakeDialer
 	p := newPool(t, d.Dial, 8, 0)
 
-	var ids []string
-	var conns []net.Conn
-	for range 3 {
-		c, err := p.Get("a:1")
-		require.NoError(t, err)
-		conns = append(conns, c)
-		ids = append(ids, id(c))
-	}
-	for _, c := range conns {
-		require.NoError(t, c.Close())
-	}
+	conns := checkout(t, p, "a:1", 3)
+	giveBack(t, conns...)
 	for i := 2; i >= 0; i-- {
 		c, err := p.Get("a:1")
 		require.NoError(t, err)
-		assert.Equal(t, ids[i], id(c), "Get must pop the most recently returned conn")
+		assert.Equal(t, id(conns[i]), id(c), "Get must pop the most recently returned conn")
 		defer c.Close()
 	}
 	assert.EqualValues(t, 3, d.Dials())
@@ -124,9 +135,8 @@ func TestGetKeepsAddressesApart(t *testing.T) {
 	var d testnet.FakeDialer
 	p := newPool(t, d.Dial, 8, 0)
 
-	a, err := p.Get("a:1")
-	require.NoError(t, err)
-	require.NoError(t, a.Close())
+	a := checkout(t, p, "a:1", 1)[0]
+	giveBack(t, a)
 
 	b, err := p.Get("b:1")
 	require.NoError(t, err)
@@ -153,9 +163,8 @@ func TestNewAlwaysDials(t *testing.T) {
 	var d testnet.FakeDialer
 	p := newPool(t, d.Dial, 8, 0)
 
-	c, err := p.Get("a:1")
-	require.NoError(t, err)
-	require.NoError(t, c.Close())
+	c := checkout(t, p, "a:1", 1)[0]
+	giveBack(t, c)
 
 	fresh, err := p.New("a:1")
 	require.NoError(t, err)
@@ -173,15 +182,7 @@ func TestCloseKeepsAtMostCapacityIdleConnsPerAddress(t *testing.T) {
 	var d testnet.FakeDialer
 	p := newPool(t, d.Dial, 2, 0)
 
-	var conns []net.Conn
-	for range 5 {
-		c, err := p.Get("a:1")
-		require.NoError(t, err)
-		conns = append(conns, c)
-	}
-	for _, c := range conns {
-		require.NoError(t, c.Close())
-	}
+	giveBack(t, checkout(t, p, "a:1", 5)...)
 	s := destination(p.Stats(), "a:1")
 	assert.EqualValues(t, 2, s.Idle)
 	assert.EqualValues(t, 2, s.Total)
@@ -193,9 +194,7 @@ func TestZeroCapacityKeepsNoConns(t *testing.T) {
 	var d testnet.FakeDialer
 	p := newPool(t, d.Dial, 0, 0)
 
-	c, err := p.Get("a:1")
-	require.NoError(t, err)
-	require.NoError(t, c.Close())
+	giveBack(t, checkout(t, p, "a:1", 1)...)
 	assert.EqualValues(t, 0, d.Open())
 	assert.EqualValues(t, 0, p.Stats().Total)
 }
@@ -441,12 +440,10 @@ func TestGetContextWithDoneContextReturnsCtxErrWithoutDialing(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			var d testnet.FakeDialer
 			p := newPool(t, d.Dial, 8, 0)
-			c, err := p.Get("idle:1")
-			require.NoError(t, err)
-			require.NoError(t, c.Close())
+			giveBack(t, checkout(t, p, "idle:1", 1)...)
 
 			for _, addr := range []string{"idle:1", "none:1"} {
-				c, err = p.GetContext(tt.ctx, addr)
+				c, err := p.GetContext(tt.ctx, addr)
 				assert.Nil(t, c)
 				assert.ErrorIs(t, err, tt.want)
 				c, err = p.NewContext(tt.ctx, addr)
@@ -513,12 +510,9 @@ func TestStatsListsDestinationsSortedByAddress(t *testing.T) {
 	var d testnet.FakeDialer
 	p := newPool(t, d.Dial, 8, 0)
 	for _, addr := range []string{"c:1", "a:1", "b:1"} {
-		c, err := p.Get(addr)
-		require.NoError(t, err)
-		require.NoError(t, c.Close())
+		giveBack(t, checkout(t, p, addr, 1)...)
 	}
-	inUse, err := p.Get("b:1")
-	require.NoError(t, err)
+	inUse := checkout(t, p, "b:1", 1)[0]
 	defer inUse.Close()
 
 	s := p.Stats()
@@ -541,16 +535,11 @@ func TestIdleTimeoutOfTensOfMillisecondsWorks(t *testing.T) {
 	srv := testnet.StartEcho(t)
 	p := newPool(t, tcpDial, 4, 20*time.Millisecond)
 
-	var conns []net.Conn
-	for range 3 {
-		c, err := p.Get(srv.Addr())
-		require.NoError(t, err)
-		require.NoError(t, testnet.RoundTrip(c, "ping"))
-		conns = append(conns, c)
-	}
+	conns := checkout(t, p, srv.Addr(), 3)
 	for _, c := range conns {
-		require.NoError(t, c.Close())
+		require.NoError(t, testnet.RoundTrip(c, "ping"))
 	}
+	giveBack(t, conns...)
 	eventually(t, func() bool { return srv.Open() == 0 }, "server still has %d sessions", srv.Open())
 	s := p.Stats()
 	assert.EqualValues(t, 3, s.ClosedIdleTimeout)
