@@ -3,6 +3,7 @@ package connpool
 import (
 	"errors"
 	"net"
+	"slices"
 	"sync"
 )
 
@@ -12,12 +13,15 @@ var errBucketDropped = errors.New("connpool: bug: dropped bucket escaped")
 
 // idleConn is a conn resting in a bucket.
 type idleConn struct {
-	nc    net.Conn
-	since int64 // a clock reading no later than the moment nc was returned
+	nc       net.Conn
+	since    int64    // a clock reading no later than the moment nc was returned
+	deadline int64    // clock reading at which the max lifetime ends; 0 for none
+	node     *lruNode // its place in the pool's idle LRU; nil without WithMaxIdle
 }
 
-// bucket is the per-address store of a [Pool]: a LIFO stack of idle conns
-// plus the counts of everything bound to the address.
+// bucket is the per-address state of a [Pool]: a LIFO stack of idle conns,
+// the count of conns and dials bound to the address, and the checkouts
+// waiting for a slot.
 //
 // Idle stamps come from b.now, the latest clock reading the pool took for
 // this address (by Get, a dial or the cleaner), rather than from a clock read
@@ -25,18 +29,20 @@ type idleConn struct {
 // never later than the real return time, so the age computed from it is never
 // too small: a conn is never kept past the timeout, though one returned after
 // a long hold on an otherwise quiet address may be judged up to one sweep
-// interval older than it is.
+// interval older than it is. With WithMaxLifetime, Close reads the clock
+// anyway and the stamps are exact.
 type bucket struct {
 	address string
 	pool    *Pool
 
-	mu sync.Mutex // protects the fields below
+	mu sync.Mutex // protects the fields below; taken after registry.mu, before idleLRU.mu
 
 	// idle is a stack; idle[len(idle)-1] is the most recently returned conn.
 	// Invariants:
 	//   - len(idle) <= pool.capacity;
 	//   - since is non-decreasing from idle[0] to the top (stamps are taken
-	//     from now, which never decreases), so expired conns form a prefix;
+	//     from now, which never decreases), so idle-expired conns form a
+	//     prefix and the least recently returned conn is idle[0];
 	//   - once the pool is closed, idle is empty and stays empty.
 	idle []idleConn
 
@@ -44,23 +50,33 @@ type bucket struct {
 	// Invariant: total >= len(idle).
 	total int
 
-	// dialing counts dials in flight for address. A bucket with dials in
-	// flight is never dropped.
+	// dialing counts dials in flight for address, including slots granted
+	// to waiters that are about to dial. Invariant: with a MaxActive limit,
+	// total + dialing <= maxActive.
 	dialing int
+
+	// warming counts the dials of Warm among dialing.
+	warming int
+
+	// waiters queues checkouts that found the address at its MaxActive
+	// limit, oldest first. Invariants: a waiter is queued only while no slot
+	// is free (grantSlotsLocked runs whenever one frees), and only while no
+	// usable conn is idle (a returned conn goes to a waiter first).
+	waiters waitQueue
 
 	// now is the latest clock reading seen for this bucket. It never
 	// decreases.
 	now int64
 
-	// dropped is set when the cleaner removes the bucket from the pool's map.
-	// A dropped bucket has no conns and accepts none.
+	// dropped is set when the cleaner removes the bucket from the registry.
+	// A dropped bucket has no conns, dials or waiters, and accepts none.
 	dropped bool
 
 	// handles is a batch of unused Conn handles, carved one per checkout.
 	// Allocating handles in batches rather than one by one takes most of
 	// the allocator's cost off the hit path. A handle is never reused, so
 	// every checkout still gets a distinct one; the price is that a live
-	// handle keeps its batch (handleBatch × 32 bytes) in memory.
+	// handle keeps its batch (handleBatch handles) in memory.
 	handles []Conn
 
 	counters Counters
@@ -70,7 +86,7 @@ type bucket struct {
 const handleBatch = 16
 
 // newConnLocked returns a fresh handle for nc.
-func (b *bucket) newConnLocked(nc net.Conn) *Conn {
+func (b *bucket) newConnLocked(nc net.Conn, deadline int64) *Conn {
 	if len(b.handles) == 0 {
 		b.handles = make([]Conn, handleBatch)
 	}
@@ -78,151 +94,267 @@ func (b *bucket) newConnLocked(nc net.Conn) *Conn {
 	b.handles = b.handles[1:]
 	c.nc = nc
 	c.b = b
+	c.deadline = deadline
 	return c
 }
 
-// get pops the most recently returned conn if it has been idle less than the
-// pool's timeout at now. Otherwise it takes every expired idle conn out (the
-// caller closes them after the lock is released), reserves a dial, and
-// returns a nil conn.
-func (b *bucket) get(now int64) (c *Conn, expired []idleConn, err error) {
+// hasSlotLocked reports whether one more conn may be dialed for the address.
+func (b *bucket) hasSlotLocked() bool {
+	max := b.pool.maxActive
+	return max == 0 || b.total+b.dialing < max
+}
+
+// acquire serves a checkout. Unless fresh is set it first pops the most
+// recently returned idle conn that is still usable at now, discarding the
+// unusable ones on the way. It returns exactly one of:
+//   - c: a reused conn;
+//   - w: the address is at its limit; the caller waits on w;
+//   - err: errBucketDropped or ErrClosed;
+//   - none of them: a slot is reserved (b.dialing counts it); the caller
+//     dials.
+//
+// The caller closes the discarded conns after the lock is released.
+func (b *bucket) acquire(now int64, fresh bool) (c *Conn, w *waiter, discarded []net.Conn, err error) {
+	p := b.pool
 	b.mu.Lock()
 	if b.dropped {
 		b.mu.Unlock()
-		return nil, nil, errBucketDropped
+		return nil, nil, nil, errBucketDropped
 	}
-	if b.pool.closed.Load() {
+	if p.closed.Load() {
 		b.mu.Unlock()
-		return nil, nil, ErrClosed
+		return nil, nil, nil, ErrClosed
 	}
 	if now > b.now {
 		b.now = now
 	}
-	if n := len(b.idle); n > 0 {
-		top := b.idle[n-1]
-		if timeout := b.pool.timeout; timeout == 0 || now-top.since < timeout {
-			b.idle[n-1] = idleConn{}
-			b.idle = b.idle[:n-1]
+	for !fresh && len(b.idle) > 0 {
+		n := len(b.idle) - 1
+		ic := b.idle[n]
+		b.idle[n] = idleConn{}
+		b.idle = b.idle[:n]
+		switch {
+		case ic.node != nil && p.lru.remove(ic.node):
+			discarded = b.discardLocked(discarded, ic.nc, &b.counters.ClosedIdleCapEvicted)
+		case p.timeout > 0 && now-ic.since >= p.timeout:
+			// The conns below are older: the loop discards them too.
+			discarded = b.discardLocked(discarded, ic.nc, &b.counters.ClosedIdleTimeout)
+		case ic.deadline != 0 && now >= ic.deadline:
+			discarded = b.discardLocked(discarded, ic.nc, &b.counters.ClosedMaxLifetime)
+		default:
 			b.counters.Reuses++
-			c = b.newConnLocked(top.nc)
+			c = b.newConnLocked(ic.nc, ic.deadline)
 			b.mu.Unlock()
-			return c, nil, nil
+			return c, nil, discarded, nil
 		}
-		// The top is the newest conn, so all of them have expired.
-		expired = b.idle
-		b.idle = nil
-		b.total -= len(expired)
-		b.counters.ClosedIdleTimeout += int64(len(expired))
 	}
-	b.dialing++
+	if b.hasSlotLocked() {
+		b.dialing++
+		b.mu.Unlock()
+		return nil, nil, discarded, nil
+	}
+	w = &waiter{ch: make(chan delivery, 1), fresh: fresh}
+	b.waiters.pushBack(w)
+	b.counters.WaitCount++
 	b.mu.Unlock()
-	return nil, expired, nil
+	return nil, w, discarded, nil
 }
 
-// reserveDial records a dial about to start, so the bucket is not dropped
-// while it runs.
-func (b *bucket) reserveDial() error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.dropped {
-		return errBucketDropped
-	}
-	if b.pool.closed.Load() {
-		return ErrClosed
-	}
-	b.dialing++
-	return nil
+// discardLocked forgets a conn that is leaving the pool and counts why. It
+// does not touch the idle stack or the LRU. The caller closes the conn
+// after the lock is released.
+func (b *bucket) discardLocked(out []net.Conn, nc net.Conn, reason *int64) []net.Conn {
+	b.total--
+	*reason++
+	b.checkLocked()
+	b.grantSlotsLocked()
+	return append(out, nc)
 }
 
-// dialFailed ends a reserved dial that failed.
-func (b *bucket) dialFailed() {
-	b.mu.Lock()
+// dialFailedLocked ends a reserved dial that failed, freeing its slot.
+func (b *bucket) dialFailedLocked() {
 	b.dialing--
 	b.counters.DialErrors++
-	b.mu.Unlock()
+	b.checkLocked()
+	b.grantSlotsLocked()
 }
 
-// dialed ends a reserved dial that succeeded and binds the new conn to the
-// bucket. It returns ErrClosed if the pool was closed meanwhile; the caller
-// then closes the conn.
-func (b *bucket) dialed(now int64) error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
+// dialedLocked ends a reserved dial that succeeded and binds the new conn to
+// the bucket. It returns ErrClosed if the pool was closed meanwhile; the
+// caller then closes the conn.
+func (b *bucket) dialedLocked(nc net.Conn, now, deadline int64) (*Conn, error) {
 	b.dialing--
 	b.counters.Dials++
 	if now > b.now {
 		b.now = now
 	}
 	if b.pool.closed.Load() {
-		return ErrClosed
+		b.checkLocked()
+		return nil, ErrClosed
 	}
 	b.total++
-	return nil
+	b.checkLocked()
+	return b.newConnLocked(nc, deadline), nil
 }
 
-// put takes back a conn whose holder called Close. It keeps the conn if the
-// pool is open and the stack has room, and closes it otherwise.
-func (b *bucket) put(nc net.Conn) error {
+// adoptLocked takes in a conn dialed for a checkout that gave up meanwhile,
+// or by Warm: it goes to a waiter or the idle stack like a returned conn.
+func (b *bucket) adoptLocked(nc net.Conn, now, deadline int64) (toClose []net.Conn, victim *lruNode) {
+	if _, err := b.dialedLocked(nc, now, deadline); err != nil {
+		return []net.Conn{nc}, nil
+	}
+	return b.putLocked(nc, deadline)
+}
+
+// put takes back the conn of a handle whose holder called Close, and returns
+// the socket's close error if the pool did not keep it.
+func (b *bucket) put(c *Conn) error {
+	var now int64
+	if b.pool.maxLifetime > 0 {
+		now = b.pool.clock()
+	}
 	b.mu.Lock()
-	if !b.pool.closed.Load() && len(b.idle) < b.pool.capacity {
-		b.idle = append(b.idle, idleConn{nc: nc, since: b.now})
-		b.mu.Unlock()
-		return nil
+	if now > b.now {
+		b.now = now
 	}
-	b.total--
-	if !b.pool.closed.Load() {
-		b.counters.ClosedBucketFull++
-	}
-	b.checkLocked()
+	toClose, victim := b.putLocked(c.nc, c.deadline)
 	b.mu.Unlock()
-	return nc.Close()
+	if victim != nil {
+		victim.b.evict(victim)
+	}
+	var err error
+	for _, nc := range toClose {
+		err = nc.Close()
+	}
+	return err
+}
+
+// putLocked places a conn that is open and bound to the bucket: to the
+// oldest waiter, else on the idle stack, else it is closed. It returns the
+// conns the caller must close, and an LRU victim in another bucket that the
+// caller must evict, both after the lock is released.
+func (b *bucket) putLocked(nc net.Conn, deadline int64) (toClose []net.Conn, victim *lruNode) {
+	p := b.pool
+	switch {
+	case p.closed.Load():
+		b.total--
+		b.checkLocked()
+		return []net.Conn{nc}, nil
+	case deadline != 0 && b.now >= deadline:
+		return b.discardLocked(nil, nc, &b.counters.ClosedMaxLifetime), nil
+	case b.handOffLocked(nc, deadline):
+		return nil, nil
+	case b.waiters.len() > 0:
+		// Only checkouts from New wait, and they need a slot to dial.
+		return b.discardLocked(nil, nc, &b.counters.ClosedForNew), nil
+	case len(b.idle) >= p.capacity:
+		return b.discardLocked(nil, nc, &b.counters.ClosedBucketFull), nil
+	}
+	ic := idleConn{nc: nc, since: b.now, deadline: deadline}
+	if p.lru != nil {
+		ic.node = &lruNode{b: b}
+		victim = p.lru.add(ic.node)
+	}
+	b.idle = append(b.idle, ic)
+	if victim != nil && victim.b == b {
+		return b.evictLocked(nil, victim), nil
+	}
+	return nil, victim
+}
+
+// evict removes the conn of an LRU victim from this bucket and closes it,
+// unless a Get or the cleaner removed it first.
+func (b *bucket) evict(victim *lruNode) {
+	b.mu.Lock()
+	toClose := b.evictLocked(nil, victim)
+	b.mu.Unlock()
+	for _, nc := range toClose {
+		nc.Close()
+	}
+}
+
+func (b *bucket) evictLocked(out []net.Conn, victim *lruNode) []net.Conn {
+	for i, ic := range b.idle {
+		if ic.node == victim {
+			b.idle = slices.Delete(b.idle, i, i+1)
+			return b.discardLocked(out, ic.nc, &b.counters.ClosedIdleCapEvicted)
+		}
+	}
+	return out
 }
 
 // release forgets a conn whose holder called Release, and closes it.
 func (b *bucket) release(nc net.Conn) error {
 	b.mu.Lock()
-	b.total--
-	b.counters.Released++
-	b.checkLocked()
+	b.discardLocked(nil, nc, &b.counters.Released)
 	b.mu.Unlock()
 	return nc.Close()
 }
 
 // sweepLocked advances the bucket's clock to now and takes out the idle conns
-// that have been idle for timeout or longer; the caller closes them after
-// releasing every lock. It reports whether the bucket is empty: no idle
-// conns, none in use and no dial in flight.
-func (b *bucket) sweepLocked(now, timeout int64) (expired []idleConn, empty bool) {
+// that have expired or were evicted; the caller closes them after releasing
+// every lock. It reports whether the bucket is empty: no idle conns, none in
+// use, no dial in flight and nobody waiting.
+func (b *bucket) sweepLocked(now int64) (discarded []net.Conn, empty bool) {
+	p := b.pool
 	if now > b.now {
 		b.now = now
 	}
-	if timeout > 0 {
-		n := 0
-		for n < len(b.idle) && now-b.idle[n].since >= timeout {
-			n++
+	type discard struct {
+		nc     net.Conn
+		reason *int64
+	}
+	var out []discard
+	kept := b.idle[:0]
+	for _, ic := range b.idle {
+		var reason *int64
+		switch {
+		case p.timeout > 0 && now-ic.since >= p.timeout:
+			reason = &b.counters.ClosedIdleTimeout
+		case ic.deadline != 0 && now >= ic.deadline:
+			reason = &b.counters.ClosedMaxLifetime
 		}
-		if n > 0 {
-			expired = append(expired, b.idle[:n]...)
-			rest := copy(b.idle, b.idle[n:])
-			clear(b.idle[rest:])
-			b.idle = b.idle[:rest]
-			b.total -= n
-			b.counters.ClosedIdleTimeout += int64(n)
+		if ic.node != nil {
+			if reason != nil {
+				if p.lru.remove(ic.node) {
+					reason = &b.counters.ClosedIdleCapEvicted
+				}
+			} else if p.lru.isEvicted(ic.node) {
+				reason = &b.counters.ClosedIdleCapEvicted
+			}
+		}
+		if reason == nil {
+			kept = append(kept, ic)
+		} else {
+			out = append(out, discard{ic.nc, reason})
 		}
 	}
-	b.checkLocked()
-	return expired, len(b.idle) == 0 && b.total == 0 && b.dialing == 0
+	clear(b.idle[len(kept):])
+	b.idle = kept
+	for _, d := range out {
+		discarded = b.discardLocked(discarded, d.nc, d.reason)
+	}
+	return discarded, len(b.idle) == 0 && b.total == 0 && b.dialing == 0 && b.waiters.len() == 0
 }
 
-// drain takes out every idle conn when the pool closes.
-func (b *bucket) drain() []idleConn {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	idle := b.idle
+// drainLocked empties the bucket when the pool closes: it takes out every
+// idle conn for the caller to close and wakes every waiter with ErrClosed.
+func (b *bucket) drainLocked() []net.Conn {
+	var out []net.Conn
+	for _, ic := range b.idle {
+		if ic.node != nil {
+			b.pool.lru.remove(ic.node)
+		}
+		out = append(out, ic.nc)
+	}
+	b.total -= len(b.idle)
+	clear(b.idle)
 	b.idle = nil
-	b.total -= len(idle)
+	for b.waiters.len() > 0 {
+		b.wakeLocked(b.waiters.first(), delivery{err: ErrClosed})
+	}
 	b.checkLocked()
-	return idle
+	return out
 }
 
 // statsLocked reports the bucket's counts.
@@ -232,6 +364,7 @@ func (b *bucket) statsLocked() DestinationStats {
 		Total:    int64(b.total),
 		Idle:     int64(len(b.idle)),
 		InUse:    int64(b.total - len(b.idle)),
+		Waiting:  int64(b.waiters.len()),
 		Counters: b.counters,
 	}
 }
@@ -239,7 +372,9 @@ func (b *bucket) statsLocked() DestinationStats {
 // checkLocked panics if the counts contradict each other, rather than let a
 // miscount spread.
 func (b *bucket) checkLocked() {
-	if b.total < len(b.idle) || b.dialing < 0 {
+	max := b.pool.maxActive
+	if b.total < len(b.idle) || b.dialing < b.warming || b.warming < 0 ||
+		(max > 0 && b.total+b.dialing > max) {
 		panic("connpool: bug: bucket " + b.address + " counts are inconsistent")
 	}
 }

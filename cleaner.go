@@ -1,20 +1,28 @@
 package connpool
 
-import "time"
+import (
+	"net"
+	"time"
+)
 
 // idleSweepInterval is how often the cleaner runs when idle conns never
 // expire. It then only forgets addresses that have no conns left.
 const idleSweepInterval = time.Minute
 
-// sweepInterval returns how often the cleaner runs for an idle timeout. A
-// quarter of the timeout closes an expired conn at most 1.25 × timeout after
-// it was returned, and bounds how much older than it is a conn returned on a
-// quiet address may be judged (see bucket).
-func sweepInterval(timeout time.Duration) time.Duration {
-	if timeout == 0 {
+// sweepInterval returns how often the cleaner runs for an idle timeout and a
+// max lifetime, either of which may be 0 for none. A quarter of the shorter
+// closes an expired conn at most 1.25 × its limit after it expired, and
+// bounds how much older than it is a conn returned on a quiet address may be
+// judged (see bucket).
+func sweepInterval(timeout, lifetime time.Duration) time.Duration {
+	d := timeout
+	if d == 0 || (lifetime > 0 && lifetime < d) {
+		d = lifetime
+	}
+	if d == 0 {
 		return idleSweepInterval
 	}
-	return max(timeout/4, time.Millisecond)
+	return max(d/4, time.Millisecond)
 }
 
 // runCleaner calls sweep every interval until the pool is closed.
@@ -32,18 +40,19 @@ func (p *Pool) runCleaner(interval time.Duration) {
 	}
 }
 
-// sweep closes the idle conns that are expired at now and drops the buckets
-// of addresses that have no conns and no dial in flight. Their counters are
+// sweep closes the idle conns that are expired at now or were evicted, and
+// drops the buckets of addresses that have no conns, no dial in flight and
+// nobody waiting. Their counters are
 // kept in the pool-wide totals. now is a reading of p.clock; tests pass any
 // value they like.
 func (p *Pool) sweep(now int64) {
-	var expired []idleConn
+	var expired []net.Conn
 	r := &p.buckets
 	r.mu.Lock()
 	dropped := false
 	for _, b := range r.all {
 		b.mu.Lock()
-		exp, empty := b.sweepLocked(now, p.timeout)
+		exp, empty := b.sweepLocked(now)
 		if empty {
 			b.dropped = true
 			r.removeLocked(b)
@@ -60,5 +69,5 @@ func (p *Pool) sweep(now int64) {
 	r.mu.Unlock()
 
 	// Outside every lock: closing a socket can block.
-	closeIdle(expired)
+	closeAll(expired)
 }

@@ -28,14 +28,16 @@ const (
 // hands the socket to the next caller; to abort blocked I/O, set a deadline or
 // call Release.
 type Conn struct {
-	nc    net.Conn
-	b     *bucket
-	state atomic.Uint32
+	nc       net.Conn
+	b        *bucket
+	deadline int64 // clock reading at which the max lifetime ends; 0 for none
+	state    atomic.Uint32
 }
 
-// Close returns the connection to its address's idle stack if the pool is
-// open and the stack has room; otherwise it closes the socket and returns the
-// socket's close error. A second Close or Release returns [ErrConnClosed] and
+// Close hands the connection to the oldest checkout waiting for its address,
+// or else returns it to the address's idle stack if the pool is open and the
+// stack has room. Otherwise, or if the connection has outlived the pool's max
+// lifetime, it closes the socket and returns the socket's close error. A second Close or Release returns [ErrConnClosed] and
 // does nothing else.
 //
 // Return only connections that are in a clean state for the next holder: no
@@ -44,7 +46,7 @@ func (c *Conn) Close() error {
 	if !c.state.CompareAndSwap(stateInUse, stateReturned) {
 		return ErrConnClosed
 	}
-	return c.b.put(c.nc)
+	return c.b.put(c)
 }
 
 // Release closes the socket and removes it from the pool's counts. Use it

@@ -18,9 +18,15 @@
 // timeout and forgets addresses that have no conns left, so backends that come
 // and go do not grow the pool's memory.
 //
+// Options add limits: [WithMaxActive] caps the conns per address and makes
+// checkouts wait in line at the cap, [WithMaxIdle] caps idle conns across all
+// addresses with least-recently-used eviction, and [WithMaxLifetime] retires
+// conns by age.
+//
 // # Locking
 //
-// Lock order: registry.mu before bucket.mu. No lock is ever held while dialing or
+// Lock order: registry.mu, then bucket.mu, then idleLRU.mu. A goroutine holds
+// at most one bucket.mu at a time. No lock is ever held while dialing or
 // closing a socket: conns to close are collected under the lock and closed
 // after it is released.
 package connpool
@@ -30,6 +36,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"math/rand/v2"
 	"sync/atomic"
 	"time"
 
@@ -58,6 +65,11 @@ var (
 	// ErrNilConn is wrapped in a [DialError] when a dial function returns
 	// neither a conn nor an error.
 	ErrNilConn = errors.New("connpool: dial returned a nil conn and a nil error")
+
+	// ErrExhausted is returned by a checkout that waited for a slot at an
+	// address at its [WithMaxActive] limit for the [WithWaitTimeout]
+	// duration without getting one.
+	ErrExhausted = errors.New("connpool: no conn available: address at its active limit")
 )
 
 // DialError is returned by Get, GetContext, New and NewContext when dialing
@@ -79,32 +91,90 @@ type Option func(*options)
 
 type options struct {
 	dialContext func(ctx context.Context, address string) (net.Conn, error)
+	maxActive   int
+	maxIdle     int
+	maxLifetime time.Duration
+	waitTimeout time.Duration
 	clock       func() int64 // replaced by tests in this package
 }
 
 // WithDialContext sets a dial function that honours a context. When it is
-// given, the pool uses it for every dial, GetContext and NewContext pass their
-// context to it (so a dial can be cancelled), and the dial argument of [New]
-// may be nil and is ignored. The default is no context dialer; a nil function
-// is the same as not giving the option.
+// given, the pool uses it for every dial, and the dial argument of [New] may
+// be nil and is ignored. The default is no context dialer; a nil function is
+// the same as not giving the option.
+//
+// Get and New pass a background context. GetContext, NewContext and Warm
+// dial in a goroutine of their own with the caller's context values but not
+// its cancellation, so a caller that gives up does not waste a dial: its conn
+// goes to the next checkout or the idle stack. Those dials are cancelled when
+// the pool closes; put a timeout in the dial function (net.Dialer.Timeout)
+// to bound them otherwise.
 func WithDialContext(dial func(ctx context.Context, address string) (net.Conn, error)) Option {
 	return func(o *options) { o.dialContext = dial }
+}
+
+// WithMaxActive caps the conns of each address at n: conns being dialed, in
+// use and idle all count. At the cap, Get, GetContext, New and NewContext
+// wait in arrival order. A returned conn goes straight to the oldest waiter;
+// a freed slot (Release, a failed dial, a conn closed as expired, evicted or
+// past its lifetime) lets the oldest waiter dial. The default, 0, means no
+// cap. Negative n is rejected by [New].
+func WithMaxActive(n int) Option {
+	return func(o *options) { o.maxActive = n }
+}
+
+// WithWaitTimeout bounds how long a checkout waits at a [WithMaxActive] cap;
+// when d runs out it fails with [ErrExhausted]. GetContext and NewContext
+// also stop waiting when their context ends, whichever comes first. The
+// default, 0, means wait without limit. Negative d is rejected by [New].
+func WithWaitTimeout(d time.Duration) Option {
+	return func(o *options) { o.waitTimeout = d }
+}
+
+// WithMaxIdle caps idle conns across all addresses at n. When a returned
+// conn would exceed the cap, the least recently returned idle conn of any
+// address is closed to make room (counted in ClosedIdleCapEvicted). The
+// per-address capacity given to [New] still applies. The default, 0, means
+// no cap. Negative n is rejected by [New].
+func WithMaxIdle(n int) Option {
+	return func(o *options) { o.maxIdle = n }
+}
+
+// WithMaxLifetime retires conns by age: no conn is handed out once it is d
+// old, counted from the end of its dial. Each conn's lifetime is shortened by
+// a random jitter of up to 10% of d, fixed when it is dialed, so conns dialed
+// together do not all expire together. Conns past their lifetime are closed
+// when returned (busy ones too), at the next Get of their address, and by the
+// cleaner. With a lifetime set, Close reads the clock. The default, 0, means
+// no limit. Negative d is rejected by [New].
+func WithMaxLifetime(d time.Duration) Option {
+	return func(o *options) { o.maxLifetime = d }
 }
 
 // Pool keeps idle connections per destination address. It is safe for
 // concurrent use. Create it with [New] and release its resources with
 // [Pool.Close].
 type Pool struct {
-	dial     func(ctx context.Context, address string) (net.Conn, error)
-	capacity int   // most idle conns kept per address; >= 0
-	timeout  int64 // idle timeout in nanoseconds; 0 means never
+	dial        func(ctx context.Context, address string) (net.Conn, error)
+	capacity    int   // most idle conns kept per address; >= 0
+	timeout     int64 // idle timeout in nanoseconds; 0 means never
+	maxActive   int   // most conns per address; 0 means no cap
+	maxLifetime int64 // in nanoseconds; 0 means no limit
+	waitTimeout time.Duration
+	lru         *idleLRU // nil without WithMaxIdle
 
 	// clock returns monotonic nanoseconds since the pool was created. Tests
-	// in this package replace it.
-	clock func() int64
+	// in this package replace it. needClock says whether checkouts read it.
+	clock     func() int64
+	needClock bool
 
 	buckets registry
 	closed  atomic.Bool
+
+	// closing is cancelled by Close, ending the dials that run in
+	// goroutines of their own.
+	closing       context.Context
+	cancelClosing context.CancelFunc
 
 	stop chan struct{} // closed by Close to stop the cleaner
 	done chan struct{} // closed by the cleaner when it has stopped
@@ -129,61 +199,78 @@ func New(dial Dial, capacity int, timeout time.Duration, opts ...Option) (*Pool,
 	for _, opt := range opts {
 		opt(&o)
 	}
-	if capacity < 0 {
-		return nil, fmt.Errorf("%w: capacity %d is negative", ErrInvalidConfig, capacity)
-	}
-	if timeout < 0 {
-		return nil, fmt.Errorf("%w: timeout %v is negative", ErrInvalidConfig, timeout)
-	}
-	if dial == nil && o.dialContext == nil {
-		return nil, fmt.Errorf("%w: dial is nil and no WithDialContext was given", ErrInvalidConfig)
+	for _, check := range []struct {
+		bad  bool
+		what string
+	}{
+		{capacity < 0, fmt.Sprintf("capacity %d is negative", capacity)},
+		{timeout < 0, fmt.Sprintf("timeout %v is negative", timeout)},
+		{dial == nil && o.dialContext == nil, "dial is nil and no WithDialContext was given"},
+		{o.maxActive < 0, fmt.Sprintf("WithMaxActive(%d) is negative", o.maxActive)},
+		{o.maxIdle < 0, fmt.Sprintf("WithMaxIdle(%d) is negative", o.maxIdle)},
+		{o.maxLifetime < 0, fmt.Sprintf("WithMaxLifetime(%v) is negative", o.maxLifetime)},
+		{o.waitTimeout < 0, fmt.Sprintf("WithWaitTimeout(%v) is negative", o.waitTimeout)},
+	} {
+		if check.bad {
+			return nil, fmt.Errorf("%w: %s", ErrInvalidConfig, check.what)
+		}
 	}
 
 	p := &Pool{
-		dial:     o.dialContext,
-		capacity: capacity,
-		timeout:  int64(timeout),
-		stop:     make(chan struct{}),
-		done:     make(chan struct{}),
+		dial:        o.dialContext,
+		capacity:    capacity,
+		timeout:     int64(timeout),
+		maxActive:   o.maxActive,
+		maxLifetime: int64(o.maxLifetime),
+		waitTimeout: o.waitTimeout,
+		needClock:   timeout > 0 || o.maxLifetime > 0,
+		clock:       o.clock,
+		stop:        make(chan struct{}),
+		done:        make(chan struct{}),
 	}
 	p.buckets.pool = p
+	if o.maxIdle > 0 {
+		p.lru = &idleLRU{max: o.maxIdle}
+	}
 	if p.dial == nil {
 		p.dial = func(_ context.Context, address string) (net.Conn, error) { return dial(address) }
 	}
-	p.clock = o.clock
 	if p.clock == nil {
 		epoch := time.Now()
 		p.clock = func() int64 { return int64(time.Since(epoch)) }
 	}
+	p.closing, p.cancelClosing = context.WithCancel(context.Background())
 
-	go p.runCleaner(sweepInterval(timeout))
+	go p.runCleaner(sweepInterval(timeout, o.maxLifetime))
 	return p, nil
 }
 
 // Get returns an idle conn to address, the most recently returned one first,
 // or dials a new one if there is none. The conn's dynamic type is *[Conn].
-// Calling Close on it returns it to the pool.
+// Calling Close on it returns it to the pool. At a [WithMaxActive] cap, Get
+// waits for a conn or a slot, for at most the [WithWaitTimeout] duration.
 func (p *Pool) Get(address string) (net.Conn, error) {
-	return p.get(context.Background(), address)
+	return p.checkout(context.Background(), address, false)
 }
 
-// GetContext is like [Pool.Get] but gives up when ctx is done. With a done
-// ctx it returns ctx.Err() at once, without dialing. While dialing, ctx is
-// passed to the dial function set with [WithDialContext]; a plain [Dial]
-// cannot be interrupted.
+// GetContext is like [Pool.Get] but gives up when ctx is done, returning
+// ctx.Err(). With a done ctx it returns at once, without dialing or taking an
+// idle conn.
 func (p *Pool) GetContext(ctx context.Context, address string) (net.Conn, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	return p.get(ctx, address)
+	return p.checkout(ctx, address, false)
 }
 
 // New dials a fresh conn to address, ignoring idle ones. Use it to retry
 // after a conn from [Pool.Get] turned out to be dead: when the backend
 // restarted, every idle conn of the address may be dead too. The conn is
-// bound to address like any other and returns to the pool on Close.
+// bound to address like any other and returns to the pool on Close. New
+// counts against [WithMaxActive] and waits at the cap as Get does, for a slot
+// rather than a returned conn.
 func (p *Pool) New(address string) (net.Conn, error) {
-	return p.new(context.Background(), address)
+	return p.checkout(context.Background(), address, true)
 }
 
 // NewContext is like [Pool.New] but gives up when ctx is done, as
@@ -192,112 +279,116 @@ func (p *Pool) NewContext(ctx context.Context, address string) (net.Conn, error)
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	return p.new(ctx, address)
+	return p.checkout(ctx, address, true)
 }
 
-func (p *Pool) get(ctx context.Context, address string) (net.Conn, error) {
+// checkout serves Get and New (fresh): a reused conn, a dial, or a wait.
+func (p *Pool) checkout(ctx context.Context, address string, fresh bool) (net.Conn, error) {
 	if p.closed.Load() {
 		return nil, ErrClosed
 	}
 	var now int64
-	if p.timeout > 0 {
+	if p.needClock {
 		now = p.clock()
 	}
 	b := p.buckets.lookup(address)
 	for {
-		c, expired, err := b.get(now)
+		c, w, discarded, err := b.acquire(now, fresh)
 		if err == errBucketDropped {
 			b = p.buckets.lookupSlow(address)
 			continue
 		}
-		if err != nil {
+		closeAll(discarded)
+		switch {
+		case err != nil:
 			return nil, err
-		}
-		if c != nil {
+		case c != nil:
 			return c, nil
+		case w != nil:
+			return p.wait(ctx, b, w)
+		default:
+			return p.dialFor(ctx, b)
 		}
-		closeIdle(expired)
+	}
+}
+
+// wait parks a checkout at an address at its active cap until it is handed
+// a conn or a slot, the pool closes, ctx ends or the wait timeout runs out.
+func (p *Pool) wait(ctx context.Context, b *bucket, w *waiter) (net.Conn, error) {
+	start := time.Now()
+	var expired <-chan time.Time
+	if p.waitTimeout > 0 {
+		t := time.NewTimer(p.waitTimeout)
+		defer t.Stop()
+		expired = t.C
+	}
+	var d delivery
+	select {
+	case d = <-w.ch:
+		b.waited(time.Since(start))
+	case <-ctx.Done():
+		b.giveUp(w, time.Since(start))
+		return nil, ctx.Err()
+	case <-expired:
+		b.giveUp(w, time.Since(start))
+		return nil, ErrExhausted
+	}
+	switch {
+	case d.c != nil:
+		return d.c, nil
+	case d.grant:
 		return p.dialFor(ctx, b)
+	default:
+		return nil, d.err
 	}
 }
 
-func (p *Pool) new(ctx context.Context, address string) (net.Conn, error) {
-	if p.closed.Load() {
-		return nil, ErrClosed
-	}
-	b := p.buckets.lookup(address)
-	for {
-		err := b.reserveDial()
-		if err == errBucketDropped {
-			b = p.buckets.lookupSlow(address)
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		return p.dialFor(ctx, b)
-	}
-}
-
-// dialFor dials a conn for b, which must have a dial reserved with
-// b.reserveDial or b.get.
-func (p *Pool) dialFor(ctx context.Context, b *bucket) (net.Conn, error) {
-	nc, err := p.dial(ctx, b.address)
-	if err == nil && nc == nil {
-		err = ErrNilConn
-	}
-	if err != nil {
-		if nc != nil {
-			nc.Close()
-		}
-		b.dialFailed()
-		return nil, &DialError{Address: b.address, Err: err}
-	}
-	var now int64
-	if p.timeout > 0 {
-		now = p.clock()
-	}
-	if err := b.dialed(now); err != nil {
-		// The pool was closed while dialing.
-		nc.Close()
-		return nil, err
-	}
-	return &Conn{nc: nc, b: b}, nil
-}
-
-// Close closes the pool: it stops the cleaner, closes every idle conn and
-// returns their close errors combined. Afterwards Get and New return
-// [ErrClosed] without dialing, and conns still in use are closed when their
-// holders call Close or Release. A second call returns ErrClosed and does
-// nothing else.
+// Close closes the pool: it stops the cleaner, cancels dials running in
+// goroutines of their own, wakes every waiting checkout with [ErrClosed],
+// closes every idle conn and returns their close errors combined.
+// Afterwards Get and New return ErrClosed without dialing, and conns still
+// in use are closed when their holders call Close or Release. A second call
+// returns ErrClosed and does nothing else.
 func (p *Pool) Close() error {
 	if !p.closed.CompareAndSwap(false, true) {
 		return ErrClosed
 	}
+	p.cancelClosing()
 	close(p.stop)
 	<-p.done
 
-	var idle []idleConn
+	var idle []net.Conn
 	p.buckets.mu.Lock()
 	for _, b := range p.buckets.all {
-		idle = append(idle, b.drain()...)
+		b.mu.Lock()
+		idle = append(idle, b.drainLocked()...)
+		b.mu.Unlock()
 	}
 	p.buckets.mu.Unlock()
 
 	var result *multierror.Error
-	for _, ic := range idle {
-		if err := ic.nc.Close(); err != nil {
+	for _, nc := range idle {
+		if err := nc.Close(); err != nil {
 			result = multierror.Append(result, err)
 		}
 	}
 	return result.ErrorOrNil()
 }
 
-// closeIdle closes conns taken out of a bucket because they expired. Their
-// close errors are of no use to anyone: the conns were idle and nobody is
-// waiting on them.
-func closeIdle(conns []idleConn) {
-	for _, ic := range conns {
-		ic.nc.Close()
+// lifetimeDeadline returns the clock reading at which a conn dialed at now
+// reaches its max lifetime, shortened by a random jitter of up to 10%; or 0
+// without a max lifetime.
+func (p *Pool) lifetimeDeadline(now int64) int64 {
+	if p.maxLifetime == 0 {
+		return 0
+	}
+	return now + p.maxLifetime - rand.Int64N(p.maxLifetime/10+1)
+}
+
+// closeAll closes conns the pool took out of service. Their close errors are
+// of no use to anyone: nobody is waiting on them.
+func closeAll(conns []net.Conn) {
+	for _, nc := range conns {
+		nc.Close()
 	}
 }

@@ -484,12 +484,20 @@ func TestWithDialContextReceivesTheCallersContext(t *testing.T) {
 	assert.Equal(t, "", seen.Load(), "Get dials with a background context")
 }
 
-func TestDialCancelledByContextFreesNothingAndNamesAddress(t *testing.T) {
+// Regression: peers cancel a dial when the caller that started it gives up,
+// wasting it. Here the caller returns at once and the conn goes to the pool.
+func TestGetContextGivesUpWhileDialingAndTheDialIsNotWasted(t *testing.T) {
+	var d testnet.FakeDialer
 	started := make(chan struct{})
+	proceed := make(chan struct{})
 	dialCtx := func(ctx context.Context, address string) (net.Conn, error) {
 		close(started)
-		<-ctx.Done()
-		return nil, ctx.Err()
+		select {
+		case <-proceed:
+			return d.Dial(address)
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
 	}
 	p := newPool(t, nil, 8, 0, connpool.WithDialContext(dialCtx))
 
@@ -498,12 +506,41 @@ func TestDialCancelledByContextFreesNothingAndNamesAddress(t *testing.T) {
 		<-started
 		cancel()
 	}()
-	_, err := p.GetContext(ctx, "slow:1")
+	c, err := p.GetContext(ctx, "slow:1")
+	assert.Nil(t, c)
 	assert.ErrorIs(t, err, context.Canceled)
-	assert.ErrorContains(t, err, "slow:1")
+
+	close(proceed)
+	eventually(t, func() bool { return destination(p.Stats(), "slow:1").Idle == 1 },
+		"the abandoned dial's conn never reached the pool: %+v", destination(p.Stats(), "slow:1"))
 	s := destination(p.Stats(), "slow:1")
-	assert.EqualValues(t, 0, s.Total)
-	assert.EqualValues(t, 1, s.DialErrors)
+	assert.EqualValues(t, 1, s.Dials)
+	assert.EqualValues(t, 1, s.Total)
+
+	c = checkout(t, p, "slow:1", 1)[0]
+	assert.Equal(t, "fake-1", id(c), "the next Get reuses the conn dialed for the caller that gave up")
+	giveBack(t, c)
+}
+
+func TestPoolCloseCancelsDetachedDials(t *testing.T) {
+	started := make(chan struct{})
+	dialCtx := func(ctx context.Context, address string) (net.Conn, error) {
+		close(started)
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
+	p, err := connpool.New(nil, 8, 0, connpool.WithDialContext(dialCtx))
+	require.NoError(t, err)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	_, err = p.GetContext(ctx, "hang:1")
+	assert.ErrorIs(t, err, context.DeadlineExceeded)
+	<-started
+	require.NoError(t, p.Close())
+	// The dial goroutine ends with the pool; goleak checks it at exit.
+	eventually(t, func() bool { return destination(p.Stats(), "hang:1").DialErrors == 1 },
+		"the hanging dial was not cancelled by Close")
 }
 
 func TestStatsListsDestinationsSortedByAddress(t *testing.T) {

@@ -248,6 +248,6 @@ func TestHandlesAreNeverReused(t *testing.T) {
 }
 
 func TestBucketPanicsOnInconsistentCounts(t *testing.T) {
-	b := &bucket{address: "a:1", total: 0, idle: []idleConn{{}}}
+	b := &bucket{address: "a:1", pool: &Pool{}, total: 0, idle: []idleConn{{}}}
 	assert.PanicsWithValue(t, "connpool: bug: bucket a:1 counts are inconsistent", b.checkLocked)
 }

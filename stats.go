@@ -17,12 +17,27 @@ type Counters struct {
 	DialErrors int64 `json:"dial_errors"`
 	// Reuses counts Gets served from an idle conn.
 	Reuses int64 `json:"reuses"`
+	// WaitCount counts checkouts that had to wait at a WithMaxActive cap.
+	WaitCount int64 `json:"wait_count"`
+	// WaitDuration is the total time those checkouts waited, including
+	// waits that ended in a timeout or a cancelled context.
+	WaitDuration time.Duration `json:"wait_duration"`
 	// ClosedIdleTimeout counts idle conns closed because they sat idle for
 	// the pool's timeout, by the cleaner or by Get.
 	ClosedIdleTimeout int64 `json:"closed_idle_timeout"`
+	// ClosedMaxLifetime counts conns closed because they reached their
+	// WithMaxLifetime age, when returned, at Get or by the cleaner.
+	ClosedMaxLifetime int64 `json:"closed_max_lifetime"`
 	// ClosedBucketFull counts conns closed on Close because their address
 	// already had capacity idle conns.
 	ClosedBucketFull int64 `json:"closed_bucket_full"`
+	// ClosedIdleCapEvicted counts idle conns closed to keep the pool within
+	// its WithMaxIdle cap.
+	ClosedIdleCapEvicted int64 `json:"closed_idle_cap_evicted"`
+	// ClosedForNew counts conns closed on Close because the only checkouts
+	// waiting for their address came from New, which needs a slot to dial
+	// rather than a used conn.
+	ClosedForNew int64 `json:"closed_for_new"`
 	// Released counts conns closed with Conn.Release.
 	Released int64 `json:"released"`
 }
@@ -31,8 +46,13 @@ func (c *Counters) add(o Counters) {
 	c.Dials += o.Dials
 	c.DialErrors += o.DialErrors
 	c.Reuses += o.Reuses
+	c.WaitCount += o.WaitCount
+	c.WaitDuration += o.WaitDuration
 	c.ClosedIdleTimeout += o.ClosedIdleTimeout
+	c.ClosedMaxLifetime += o.ClosedMaxLifetime
 	c.ClosedBucketFull += o.ClosedBucketFull
+	c.ClosedIdleCapEvicted += o.ClosedIdleCapEvicted
+	c.ClosedForNew += o.ClosedForNew
 	c.Released += o.Released
 }
 
@@ -47,6 +67,8 @@ type DestinationStats struct {
 	Idle int64 `json:"idle"`
 	// InUse is Total minus Idle: conns handed out and not yet returned.
 	InUse int64 `json:"in_use"`
+	// Waiting is the number of checkouts waiting at the WithMaxActive cap.
+	Waiting int64 `json:"waiting"`
 
 	// Counters are running totals for the address. They restart from zero
 	// when the cleaner forgets an address that has no conns left; the
@@ -60,10 +82,11 @@ type Stats struct {
 	// epoch.
 	Timestamp int64 `json:"timestamp"`
 
-	// Total, Idle and InUse are the sums over all addresses.
-	Total int64 `json:"total"`
-	Idle  int64 `json:"idle"`
-	InUse int64 `json:"in_use"`
+	// Total, Idle, InUse and Waiting are the sums over all addresses.
+	Total   int64 `json:"total"`
+	Idle    int64 `json:"idle"`
+	InUse   int64 `json:"in_use"`
+	Waiting int64 `json:"waiting"`
 
 	// Counters are the pool-wide running totals, including those of
 	// addresses the cleaner has since forgotten.
@@ -97,6 +120,7 @@ func (p *Pool) Stats() Stats {
 		s.Total += d.Total
 		s.Idle += d.Idle
 		s.InUse += d.InUse
+		s.Waiting += d.Waiting
 		s.Counters.add(d.Counters)
 	}
 	return s

@@ -1,0 +1,146 @@
+package connpool
+
+import (
+	"net"
+	"time"
+)
+
+// A waiter is a checkout parked at an address that has reached its
+// MaxActive limit. It is woken exactly once, under the bucket's lock, by a
+// delivery into ch.
+type waiter struct {
+	ch    chan delivery // buffered 1; written once, by whoever dequeues the waiter
+	fresh bool          // waits to dial (New), never for a returned conn
+
+	prev, next *waiter // links in the bucket's queue; nil when not queued
+	queued     bool
+}
+
+// delivery is what wakes a waiter: exactly one field is set.
+type delivery struct {
+	c     *Conn // a returned conn, handed over with a fresh handle
+	grant bool  // a slot, already counted in bucket.dialing: the waiter dials
+	err   error // the pool was closed
+}
+
+// waitQueue is a FIFO of waiters with O(1) removal from anywhere.
+type waitQueue struct {
+	head, tail *waiter
+	n          int
+}
+
+func (q *waitQueue) len() int { return q.n }
+
+func (q *waitQueue) pushBack(w *waiter) {
+	if w.queued {
+		panic("connpool: bug: waiter queued twice")
+	}
+	w.prev, w.next, w.queued = q.tail, nil, true
+	if q.tail != nil {
+		q.tail.next = w
+	} else {
+		q.head = w
+	}
+	q.tail = w
+	q.n++
+}
+
+func (q *waitQueue) remove(w *waiter) {
+	if !w.queued {
+		panic("connpool: bug: removing a waiter that is not queued")
+	}
+	if w.prev != nil {
+		w.prev.next = w.next
+	} else {
+		q.head = w.next
+	}
+	if w.next != nil {
+		w.next.prev = w.prev
+	} else {
+		q.tail = w.prev
+	}
+	w.prev, w.next, w.queued = nil, nil, false
+	q.n--
+}
+
+// first returns the oldest waiter, or nil.
+func (q *waitQueue) first() *waiter { return q.head }
+
+// firstForConn returns the oldest waiter that takes a returned conn: one
+// that is not waiting to dial. It returns nil if there is none.
+func (q *waitQueue) firstForConn() *waiter {
+	for w := q.head; w != nil; w = w.next {
+		if !w.fresh {
+			return w
+		}
+	}
+	return nil
+}
+
+// wakeLocked dequeues w and delivers d to it. The caller holds b.mu.
+func (b *bucket) wakeLocked(w *waiter, d delivery) {
+	b.waiters.remove(w)
+	w.ch <- d // never blocks: ch has room for the one delivery
+}
+
+// grantSlotsLocked hands free slots to the oldest waiters, in arrival
+// order. Call it whenever total or dialing goes down. The caller holds b.mu.
+func (b *bucket) grantSlotsLocked() {
+	for b.waiters.len() > 0 && b.hasSlotLocked() {
+		b.dialing++
+		b.wakeLocked(b.waiters.first(), delivery{grant: true})
+	}
+}
+
+// handOffLocked gives a returned conn straight to the oldest waiter that
+// takes conns. It reports false if no such waiter exists. The caller holds
+// b.mu.
+func (b *bucket) handOffLocked(nc net.Conn, deadline int64) bool {
+	w := b.waiters.firstForConn()
+	if w == nil {
+		return false
+	}
+	b.wakeLocked(w, delivery{c: b.newConnLocked(nc, deadline)})
+	return true
+}
+
+// abandonLocked is called by a waiter that gives up. If it was still
+// queued it just leaves; if a delivery raced with giving up, the conn or
+// slot it carries is passed on as if the waiter had never existed. Conns to
+// close are returned. The caller holds b.mu.
+func (b *bucket) abandonLocked(w *waiter) (toClose []net.Conn, victim *lruNode) {
+	if w.queued {
+		b.waiters.remove(w)
+		return nil, nil
+	}
+	d := <-w.ch // delivered under b.mu, so it is there
+	switch {
+	case d.c != nil:
+		// The handle was never handed out; only the socket moves on.
+		return b.putLocked(d.c.nc, d.c.deadline)
+	case d.grant:
+		b.dialing--
+		b.grantSlotsLocked()
+	}
+	return nil, nil
+}
+
+// waited records the wait of a waiter that got its delivery.
+func (b *bucket) waited(d time.Duration) {
+	b.mu.Lock()
+	b.counters.WaitDuration += d
+	b.mu.Unlock()
+}
+
+// giveUp takes a waiter out of line when its context ends or its wait
+// timeout runs out.
+func (b *bucket) giveUp(w *waiter, d time.Duration) {
+	b.mu.Lock()
+	b.counters.WaitDuration += d
+	toClose, victim := b.abandonLocked(w)
+	b.mu.Unlock()
+	if victim != nil {
+		victim.b.evict(victim)
+	}
+	closeAll(toClose)
+}
