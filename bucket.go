@@ -13,10 +13,9 @@ var errBucketDropped = errors.New("connpool: bug: dropped bucket escaped")
 
 // idleConn is a conn resting in a bucket.
 type idleConn struct {
-	nc       net.Conn
-	since    int64    // a clock reading no later than the moment nc was returned
-	deadline int64    // clock reading at which the max lifetime ends; 0 for none
-	node     *lruNode // its place in the pool's idle LRU; nil without WithMaxIdle
+	pc    *pconn
+	since int64    // a clock reading no later than the moment pc was returned
+	node  *lruNode // its place in the pool's idle LRU; nil without WithMaxIdle
 }
 
 // bucket is the per-address state of a [Pool]: a LIFO stack of idle conns,
@@ -85,16 +84,14 @@ type bucket struct {
 // handleBatch is how many Conn handles a bucket allocates at once.
 const handleBatch = 16
 
-// newConnLocked returns a fresh handle for nc.
-func (b *bucket) newConnLocked(nc net.Conn, deadline int64) *Conn {
+// newConnLocked returns a fresh handle for pc.
+func (b *bucket) newConnLocked(pc *pconn) *Conn {
 	if len(b.handles) == 0 {
 		b.handles = make([]Conn, handleBatch)
 	}
 	c := &b.handles[0]
 	b.handles = b.handles[1:]
-	c.nc = nc
-	c.b = b
-	c.deadline = deadline
+	c.pc = pc
 	return c
 }
 
@@ -135,15 +132,15 @@ func (b *bucket) acquire(now int64, fresh bool) (c *Conn, w *waiter, discarded [
 		b.idle = b.idle[:n]
 		switch {
 		case ic.node != nil && p.lru.remove(ic.node):
-			discarded = b.discardLocked(discarded, ic.nc, &b.counters.ClosedIdleCapEvicted)
+			discarded = b.discardLocked(discarded, ic.pc.nc, &b.counters.ClosedIdleCapEvicted)
 		case p.timeout > 0 && now-ic.since >= p.timeout:
 			// The conns below are older: the loop discards them too.
-			discarded = b.discardLocked(discarded, ic.nc, &b.counters.ClosedIdleTimeout)
-		case ic.deadline != 0 && now >= ic.deadline:
-			discarded = b.discardLocked(discarded, ic.nc, &b.counters.ClosedMaxLifetime)
+			discarded = b.discardLocked(discarded, ic.pc.nc, &b.counters.ClosedIdleTimeout)
+		case ic.pc.deadline != 0 && now >= ic.pc.deadline:
+			discarded = b.discardLocked(discarded, ic.pc.nc, &b.counters.ClosedMaxLifetime)
 		default:
 			b.counters.Reuses++
-			c = b.newConnLocked(ic.nc, ic.deadline)
+			c = b.newConnLocked(ic.pc)
 			b.mu.Unlock()
 			return c, nil, discarded, nil
 		}
@@ -182,7 +179,7 @@ func (b *bucket) dialFailedLocked() {
 // dialedLocked ends a reserved dial that succeeded and binds the new conn to
 // the bucket. It returns ErrClosed if the pool was closed meanwhile; the
 // caller then closes the conn.
-func (b *bucket) dialedLocked(nc net.Conn, now, deadline int64) (*Conn, error) {
+func (b *bucket) dialedLocked(nc net.Conn, now, deadline int64) (*pconn, error) {
 	b.dialing--
 	b.counters.Dials++
 	if now > b.now {
@@ -194,21 +191,22 @@ func (b *bucket) dialedLocked(nc net.Conn, now, deadline int64) (*Conn, error) {
 	}
 	b.total++
 	b.checkLocked()
-	return b.newConnLocked(nc, deadline), nil
+	return &pconn{nc: nc, b: b, deadline: deadline}, nil
 }
 
 // adoptLocked takes in a conn dialed for a checkout that gave up meanwhile,
 // or by Warm: it goes to a waiter or the idle stack like a returned conn.
 func (b *bucket) adoptLocked(nc net.Conn, now, deadline int64) (toClose []net.Conn, victim *lruNode) {
-	if _, err := b.dialedLocked(nc, now, deadline); err != nil {
+	pc, err := b.dialedLocked(nc, now, deadline)
+	if err != nil {
 		return []net.Conn{nc}, nil
 	}
-	return b.putLocked(nc, deadline)
+	return b.putLocked(pc)
 }
 
 // put takes back the conn of a handle whose holder called Close, and returns
 // the socket's close error if the pool did not keep it.
-func (b *bucket) put(c *Conn) error {
+func (b *bucket) put(pc *pconn) error {
 	var now int64
 	if b.pool.maxLifetime > 0 {
 		now = b.pool.clock()
@@ -217,7 +215,7 @@ func (b *bucket) put(c *Conn) error {
 	if now > b.now {
 		b.now = now
 	}
-	toClose, victim := b.putLocked(c.nc, c.deadline)
+	toClose, victim := b.putLocked(pc)
 	b.mu.Unlock()
 	if victim != nil {
 		victim.b.evict(victim)
@@ -233,16 +231,17 @@ func (b *bucket) put(c *Conn) error {
 // oldest waiter, else on the idle stack, else it is closed. It returns the
 // conns the caller must close, and an LRU victim in another bucket that the
 // caller must evict, both after the lock is released.
-func (b *bucket) putLocked(nc net.Conn, deadline int64) (toClose []net.Conn, victim *lruNode) {
+func (b *bucket) putLocked(pc *pconn) (toClose []net.Conn, victim *lruNode) {
 	p := b.pool
+	nc := pc.nc
 	switch {
 	case p.closed.Load():
 		b.total--
 		b.checkLocked()
 		return []net.Conn{nc}, nil
-	case deadline != 0 && b.now >= deadline:
+	case pc.deadline != 0 && b.now >= pc.deadline:
 		return b.discardLocked(nil, nc, &b.counters.ClosedMaxLifetime), nil
-	case b.handOffLocked(nc, deadline):
+	case b.handOffLocked(pc):
 		return nil, nil
 	case b.waiters.len() > 0:
 		// Only checkouts from New wait, and they need a slot to dial.
@@ -250,7 +249,7 @@ func (b *bucket) putLocked(nc net.Conn, deadline int64) (toClose []net.Conn, vic
 	case len(b.idle) >= p.capacity:
 		return b.discardLocked(nil, nc, &b.counters.ClosedBucketFull), nil
 	}
-	ic := idleConn{nc: nc, since: b.now, deadline: deadline}
+	ic := idleConn{pc: pc, since: b.now}
 	if p.lru != nil {
 		ic.node = &lruNode{b: b}
 		victim = p.lru.add(ic.node)
@@ -277,7 +276,7 @@ func (b *bucket) evictLocked(out []net.Conn, victim *lruNode) []net.Conn {
 	for i, ic := range b.idle {
 		if ic.node == victim {
 			b.idle = slices.Delete(b.idle, i, i+1)
-			return b.discardLocked(out, ic.nc, &b.counters.ClosedIdleCapEvicted)
+			return b.discardLocked(out, ic.pc.nc, &b.counters.ClosedIdleCapEvicted)
 		}
 	}
 	return out
@@ -311,7 +310,7 @@ func (b *bucket) sweepLocked(now int64) (discarded []net.Conn, empty bool) {
 		switch {
 		case p.timeout > 0 && now-ic.since >= p.timeout:
 			reason = &b.counters.ClosedIdleTimeout
-		case ic.deadline != 0 && now >= ic.deadline:
+		case ic.pc.deadline != 0 && now >= ic.pc.deadline:
 			reason = &b.counters.ClosedMaxLifetime
 		}
 		if ic.node != nil {
@@ -326,7 +325,7 @@ func (b *bucket) sweepLocked(now int64) (discarded []net.Conn, empty bool) {
 		if reason == nil {
 			kept = append(kept, ic)
 		} else {
-			out = append(out, discard{ic.nc, reason})
+			out = append(out, discard{ic.pc.nc, reason})
 		}
 	}
 	clear(b.idle[len(kept):])
@@ -345,7 +344,7 @@ func (b *bucket) drainLocked() []net.Conn {
 		if ic.node != nil {
 			b.pool.lru.remove(ic.node)
 		}
-		out = append(out, ic.nc)
+		out = append(out, ic.pc.nc)
 	}
 	b.total -= len(b.idle)
 	clear(b.idle)

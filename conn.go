@@ -28,10 +28,16 @@ const (
 // hands the socket to the next caller; to abort blocked I/O, set a deadline or
 // call Release.
 type Conn struct {
+	pc    *pconn
+	state atomic.Uint32
+}
+
+// pconn is one pooled socket, bound to its address for life. Handles come
+// and go; the pconn moves between them and the idle stack.
+type pconn struct {
 	nc       net.Conn
 	b        *bucket
 	deadline int64 // clock reading at which the max lifetime ends; 0 for none
-	state    atomic.Uint32
 }
 
 // Close hands the connection to the oldest checkout waiting for its address,
@@ -46,7 +52,7 @@ func (c *Conn) Close() error {
 	if !c.state.CompareAndSwap(stateInUse, stateReturned) {
 		return ErrConnClosed
 	}
-	return c.b.put(c)
+	return c.pc.b.put(c.pc)
 }
 
 // Release closes the socket and removes it from the pool's counts. Use it
@@ -56,7 +62,7 @@ func (c *Conn) Release() error {
 	if !c.state.CompareAndSwap(stateInUse, stateReleased) {
 		return ErrConnClosed
 	}
-	return c.b.release(c.nc)
+	return c.pc.b.release(c.pc.nc)
 }
 
 // Read reads from the connection. It returns [ErrConnClosed] after Close or
@@ -65,7 +71,7 @@ func (c *Conn) Read(p []byte) (int, error) {
 	if c.state.Load() != stateInUse {
 		return 0, ErrConnClosed
 	}
-	return c.nc.Read(p)
+	return c.pc.nc.Read(p)
 }
 
 // Write writes to the connection. It returns [ErrConnClosed] after Close or
@@ -74,7 +80,7 @@ func (c *Conn) Write(p []byte) (int, error) {
 	if c.state.Load() != stateInUse {
 		return 0, ErrConnClosed
 	}
-	return c.nc.Write(p)
+	return c.pc.nc.Write(p)
 }
 
 // SetDeadline sets the read and write deadlines of the connection. It returns
@@ -86,7 +92,7 @@ func (c *Conn) SetDeadline(t time.Time) error {
 	if c.state.Load() != stateInUse {
 		return ErrConnClosed
 	}
-	return c.nc.SetDeadline(t)
+	return c.pc.nc.SetDeadline(t)
 }
 
 // SetReadDeadline sets the read deadline of the connection. It returns
@@ -95,7 +101,7 @@ func (c *Conn) SetReadDeadline(t time.Time) error {
 	if c.state.Load() != stateInUse {
 		return ErrConnClosed
 	}
-	return c.nc.SetReadDeadline(t)
+	return c.pc.nc.SetReadDeadline(t)
 }
 
 // SetWriteDeadline sets the write deadline of the connection. It returns
@@ -104,17 +110,17 @@ func (c *Conn) SetWriteDeadline(t time.Time) error {
 	if c.state.Load() != stateInUse {
 		return ErrConnClosed
 	}
-	return c.nc.SetWriteDeadline(t)
+	return c.pc.nc.SetWriteDeadline(t)
 }
 
 // LocalAddr returns the local address of the connection. Addresses do not
 // change, so it answers even after Close or Release.
-func (c *Conn) LocalAddr() net.Addr { return c.nc.LocalAddr() }
+func (c *Conn) LocalAddr() net.Addr { return c.pc.nc.LocalAddr() }
 
 // RemoteAddr returns the remote address of the connection. Addresses do not
 // change, so it answers even after Close or Release.
-func (c *Conn) RemoteAddr() net.Addr { return c.nc.RemoteAddr() }
+func (c *Conn) RemoteAddr() net.Addr { return c.pc.nc.RemoteAddr() }
 
 // Address returns the destination address the connection is bound to: the
 // address given to [Pool.Get] or [Pool.New].
-func (c *Conn) Address() string { return c.b.address }
+func (c *Conn) Address() string { return c.pc.b.address }

@@ -35,8 +35,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"math/rand/v2"
+	"net"
 	"sync/atomic"
 	"time"
 

@@ -16,8 +16,11 @@ func (p *Pool) dialFor(ctx context.Context, b *bucket) (net.Conn, error) {
 		var c *Conn
 		if err != nil {
 			b.dialFailedLocked()
-		} else if c, err = b.dialedLocked(nc, now, deadline); err != nil {
+		} else if pc, derr := b.dialedLocked(nc, now, deadline); derr != nil {
+			err = derr
 			defer nc.Close() // the pool closed meanwhile
+		} else {
+			c = b.newConnLocked(pc)
 		}
 		b.mu.Unlock()
 		if err != nil {
@@ -92,8 +95,11 @@ func (p *Pool) dialDetached(ctx context.Context, b *bucket) (net.Conn, error) {
 		case pd.abandoned:
 			toClose, victim = b.adoptLocked(nc, now, deadline)
 		default:
-			if pd.c, err = b.dialedLocked(nc, now, deadline); err != nil {
+			var pc *pconn
+			if pc, err = b.dialedLocked(nc, now, deadline); err != nil {
 				toClose = append(toClose, nc)
+			} else {
+				pd.c = b.newConnLocked(pc)
 			}
 		}
 		if !pd.abandoned {

@@ -139,7 +139,7 @@ func TestSweepRemovesOnlyTheExpiredPrefix(t *testing.T) {
 	total := b.total
 	b.mu.Unlock()
 	require.Len(t, idle, 1)
-	assert.Equal(t, young.LocalAddr(), idle[0].nc.LocalAddr())
+	assert.Equal(t, young.LocalAddr(), idle[0].pc.nc.LocalAddr())
 	assert.Equal(t, 1, total)
 	assert.EqualValues(t, 2, p.Stats().ClosedIdleTimeout)
 }
@@ -196,9 +196,9 @@ func TestDroppedBucketsLeaveTheRegistry(t *testing.T) {
 	assert.Empty(t, *r.read.Load(), "the snapshot must not keep dropped buckets alive")
 	r.mu.Unlock()
 	for _, c := range handles {
-		c.b.mu.Lock()
-		assert.True(t, c.b.dropped)
-		c.b.mu.Unlock()
+		c.pc.b.mu.Lock()
+		assert.True(t, c.pc.b.dropped)
+		c.pc.b.mu.Unlock()
 	}
 	assert.EqualValues(t, 100, p.Stats().Released)
 }
@@ -209,7 +209,7 @@ func TestGetOnADroppedBucketMovesToANewOne(t *testing.T) {
 
 	c, err := p.Get("a:1")
 	require.NoError(t, err)
-	old := c.(*Conn).b
+	old := c.(*Conn).pc.b
 	require.NoError(t, c.(*Conn).Release())
 
 	// Drop the bucket but leave it in the snapshot, as a concurrent sweep
@@ -226,9 +226,9 @@ func TestGetOnADroppedBucketMovesToANewOne(t *testing.T) {
 	c, err = p.Get("a:1")
 	require.NoError(t, err)
 	defer c.Close()
-	assert.NotSame(t, old, c.(*Conn).b)
+	assert.NotSame(t, old, c.(*Conn).pc.b)
 	r.mu.Lock()
-	assert.Same(t, r.all["a:1"], c.(*Conn).b)
+	assert.Same(t, r.all["a:1"], c.(*Conn).pc.b)
 	r.mu.Unlock()
 }
 

@@ -95,12 +95,12 @@ func (b *bucket) grantSlotsLocked() {
 // handOffLocked gives a returned conn straight to the oldest waiter that
 // takes conns. It reports false if no such waiter exists. The caller holds
 // b.mu.
-func (b *bucket) handOffLocked(nc net.Conn, deadline int64) bool {
+func (b *bucket) handOffLocked(pc *pconn) bool {
 	w := b.waiters.firstForConn()
 	if w == nil {
 		return false
 	}
-	b.wakeLocked(w, delivery{c: b.newConnLocked(nc, deadline)})
+	b.wakeLocked(w, delivery{c: b.newConnLocked(pc)})
 	return true
 }
 
@@ -117,7 +117,7 @@ func (b *bucket) abandonLocked(w *waiter) (toClose []net.Conn, victim *lruNode) 
 	switch {
 	case d.c != nil:
 		// The handle was never handed out; only the socket moves on.
-		return b.putLocked(d.c.nc, d.c.deadline)
+		return b.putLocked(d.c.pc)
 	case d.grant:
 		b.dialing--
 		b.grantSlotsLocked()
