@@ -57,6 +57,12 @@ type bucket struct {
 	// warming counts the dials of Warm among dialing.
 	warming int
 
+	// closing counts conns taken out of service whose Close has not
+	// returned yet. They keep their slot until it has: a socket exists
+	// until it is closed. Every conn given to closeDiscarded was counted
+	// here by discardLocked.
+	closing int
+
 	// waiters queues checkouts that found the address at its MaxActive
 	// limit, oldest first. Invariants: a waiter is queued only while no slot
 	// is free (grantSlotsLocked runs whenever one frees), and only while no
@@ -68,7 +74,8 @@ type bucket struct {
 	now int64
 
 	// dropped is set when the cleaner removes the bucket from the registry.
-	// A dropped bucket has no conns, dials or waiters, and accepts none.
+	// A dropped bucket has no conns, dials, closes or waiters, and accepts
+	// none.
 	dropped bool
 
 	// handles is a batch of unused Conn handles, carved one per checkout.
@@ -98,7 +105,7 @@ func (b *bucket) newConnLocked(pc *pconn) *Conn {
 // hasSlotLocked reports whether one more conn may be dialed for the address.
 func (b *bucket) hasSlotLocked() bool {
 	max := b.pool.maxActive
-	return max == 0 || b.total+b.dialing < max
+	return max == 0 || b.total+b.dialing+b.closing < max
 }
 
 // acquire serves a checkout. Unless fresh is set it first pops the most
@@ -157,15 +164,41 @@ func (b *bucket) acquire(now int64, fresh bool) (c *Conn, w *waiter, discarded [
 	return nil, w, discarded, nil
 }
 
-// discardLocked forgets a conn that is leaving the pool and counts why. It
-// does not touch the idle stack or the LRU. The caller closes the conn
-// after the lock is released.
+// discardLocked takes a conn out of service and counts why (reason may be
+// nil). It does not touch the idle stack or the LRU. The caller passes the
+// conn to closeDiscarded after the lock is released; its slot is freed then.
 func (b *bucket) discardLocked(out []net.Conn, nc net.Conn, reason *int64) []net.Conn {
 	b.total--
-	*reason++
+	b.closing++
+	if reason != nil {
+		*reason++
+	}
+	b.checkLocked()
+	return append(out, nc)
+}
+
+// closeDiscarded closes conns taken out of service with discardLocked and
+// then frees their slots. It returns the last close error. The caller holds
+// no lock.
+func (b *bucket) closeDiscarded(conns []net.Conn) error {
+	if len(conns) == 0 {
+		return nil
+	}
+	var err error
+	for _, nc := range conns {
+		err = nc.Close()
+	}
+	b.freeClosed(len(conns))
+	return err
+}
+
+// freeClosed frees the slots of n discarded conns whose Close has returned.
+func (b *bucket) freeClosed(n int) {
+	b.mu.Lock()
+	b.closing -= n
 	b.checkLocked()
 	b.grantSlotsLocked()
-	return append(out, nc)
+	b.mu.Unlock()
 }
 
 // dialFailedLocked ends a reserved dial that failed, freeing its slot.
@@ -186,6 +219,7 @@ func (b *bucket) dialedLocked(nc net.Conn, now, deadline int64) (*pconn, error) 
 		b.now = now
 	}
 	if b.pool.closed.Load() {
+		b.closing++ // for closeDiscarded
 		b.checkLocked()
 		return nil, ErrClosed
 	}
@@ -220,11 +254,7 @@ func (b *bucket) put(pc *pconn) error {
 	if victim != nil {
 		victim.b.evict(victim)
 	}
-	var err error
-	for _, nc := range toClose {
-		err = nc.Close()
-	}
-	return err
+	return b.closeDiscarded(toClose)
 }
 
 // putLocked places a conn that is open and bound to the bucket: to the
@@ -236,9 +266,7 @@ func (b *bucket) putLocked(pc *pconn) (toClose []net.Conn, victim *lruNode) {
 	nc := pc.nc
 	switch {
 	case p.closed.Load():
-		b.total--
-		b.checkLocked()
-		return []net.Conn{nc}, nil
+		return b.discardLocked(nil, nc, nil), nil
 	case pc.deadline != 0 && b.now >= pc.deadline:
 		return b.discardLocked(nil, nc, &b.counters.ClosedMaxLifetime), nil
 	case b.handOffLocked(pc):
@@ -267,9 +295,7 @@ func (b *bucket) evict(victim *lruNode) {
 	b.mu.Lock()
 	toClose := b.evictLocked(nil, victim)
 	b.mu.Unlock()
-	for _, nc := range toClose {
-		nc.Close()
-	}
+	b.closeDiscarded(toClose)
 }
 
 func (b *bucket) evictLocked(out []net.Conn, victim *lruNode) []net.Conn {
@@ -285,9 +311,9 @@ func (b *bucket) evictLocked(out []net.Conn, victim *lruNode) []net.Conn {
 // release forgets a conn whose holder called Release, and closes it.
 func (b *bucket) release(nc net.Conn) error {
 	b.mu.Lock()
-	b.discardLocked(nil, nc, &b.counters.Released)
+	toClose := b.discardLocked(nil, nc, &b.counters.Released)
 	b.mu.Unlock()
-	return nc.Close()
+	return b.closeDiscarded(toClose)
 }
 
 // sweepLocked advances the bucket's clock to now and takes out the idle conns
@@ -333,22 +359,23 @@ func (b *bucket) sweepLocked(now int64) (discarded []net.Conn, empty bool) {
 	for _, d := range out {
 		discarded = b.discardLocked(discarded, d.nc, d.reason)
 	}
-	return discarded, len(b.idle) == 0 && b.total == 0 && b.dialing == 0 && b.waiters.len() == 0
+	return discarded, len(b.idle) == 0 && b.total == 0 && b.dialing == 0 && b.closing == 0 &&
+		b.waiters.len() == 0
 }
 
 // drainLocked empties the bucket when the pool closes: it takes out every
-// idle conn for the caller to close and wakes every waiter with ErrClosed.
+// idle conn for the caller to close with closeDiscarded and wakes every
+// waiter with ErrClosed.
 func (b *bucket) drainLocked() []net.Conn {
+	idle := b.idle
+	b.idle = nil
 	var out []net.Conn
-	for _, ic := range b.idle {
+	for _, ic := range idle {
 		if ic.node != nil {
 			b.pool.lru.remove(ic.node)
 		}
-		out = append(out, ic.pc.nc)
+		out = b.discardLocked(out, ic.pc.nc, nil)
 	}
-	b.total -= len(b.idle)
-	clear(b.idle)
-	b.idle = nil
 	for b.waiters.len() > 0 {
 		b.wakeLocked(b.waiters.first(), delivery{err: ErrClosed})
 	}
@@ -372,8 +399,8 @@ func (b *bucket) statsLocked() DestinationStats {
 // miscount spread.
 func (b *bucket) checkLocked() {
 	max := b.pool.maxActive
-	if b.total < len(b.idle) || b.dialing < b.warming || b.warming < 0 ||
-		(max > 0 && b.total+b.dialing > max) {
+	if b.total < len(b.idle) || b.dialing < b.warming || b.warming < 0 || b.closing < 0 ||
+		(max > 0 && b.total+b.dialing+b.closing > max) {
 		panic("connpool: bug: bucket " + b.address + " counts are inconsistent")
 	}
 }

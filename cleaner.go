@@ -1,9 +1,6 @@
 package connpool
 
-import (
-	"net"
-	"time"
-)
+import "time"
 
 // idleSweepInterval is how often the cleaner runs when idle conns never
 // expire. It then only forgets addresses that have no conns left.
@@ -46,7 +43,7 @@ func (p *Pool) runCleaner(interval time.Duration) {
 // kept in the pool-wide totals. now is a reading of p.clock; tests pass any
 // value they like.
 func (p *Pool) sweep(now int64) {
-	var expired []net.Conn
+	var expired []discarded
 	r := &p.buckets
 	r.mu.Lock()
 	dropped := false
@@ -59,7 +56,9 @@ func (p *Pool) sweep(now int64) {
 			dropped = true
 		}
 		b.mu.Unlock()
-		expired = append(expired, exp...)
+		if len(exp) > 0 {
+			expired = append(expired, discarded{b, exp})
+		}
 	}
 	if dropped {
 		// Let go of the dropped buckets now rather than after the next
@@ -69,5 +68,7 @@ func (p *Pool) sweep(now int64) {
 	r.mu.Unlock()
 
 	// Outside every lock: closing a socket can block.
-	closeAll(expired)
+	for _, d := range expired {
+		d.b.closeDiscarded(d.conns)
+	}
 }

@@ -298,7 +298,7 @@ func (p *Pool) checkout(ctx context.Context, address string, fresh bool) (net.Co
 			b = p.buckets.lookupSlow(address)
 			continue
 		}
-		closeAll(discarded)
+		b.closeDiscarded(discarded)
 		switch {
 		case err != nil:
 			return nil, err
@@ -357,20 +357,23 @@ func (p *Pool) Close() error {
 	close(p.stop)
 	<-p.done
 
-	var idle []net.Conn
+	var drained []discarded
 	p.buckets.mu.Lock()
 	for _, b := range p.buckets.all {
 		b.mu.Lock()
-		idle = append(idle, b.drainLocked()...)
+		drained = append(drained, discarded{b, b.drainLocked()})
 		b.mu.Unlock()
 	}
 	p.buckets.mu.Unlock()
 
 	var result *multierror.Error
-	for _, nc := range idle {
-		if err := nc.Close(); err != nil {
-			result = multierror.Append(result, err)
+	for _, d := range drained {
+		for _, nc := range d.conns {
+			if err := nc.Close(); err != nil {
+				result = multierror.Append(result, err)
+			}
 		}
+		d.b.freeClosed(len(d.conns))
 	}
 	return result.ErrorOrNil()
 }
@@ -385,10 +388,8 @@ func (p *Pool) lifetimeDeadline(now int64) int64 {
 	return now + p.maxLifetime - rand.Int64N(p.maxLifetime/10+1)
 }
 
-// closeAll closes conns the pool took out of service. Their close errors are
-// of no use to anyone: nobody is waiting on them.
-func closeAll(conns []net.Conn) {
-	for _, nc := range conns {
-		nc.Close()
-	}
+// discarded is a batch of conns taken out of service in one bucket.
+type discarded struct {
+	b     *bucket
+	conns []net.Conn
 }

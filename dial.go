@@ -14,15 +14,17 @@ func (p *Pool) dialFor(ctx context.Context, b *bucket) (net.Conn, error) {
 		now, deadline := p.dialTimes()
 		b.mu.Lock()
 		var c *Conn
+		var toClose []net.Conn
 		if err != nil {
 			b.dialFailedLocked()
 		} else if pc, derr := b.dialedLocked(nc, now, deadline); derr != nil {
 			err = derr
-			defer nc.Close() // the pool closed meanwhile
+			toClose = append(toClose, nc) // the pool closed meanwhile
 		} else {
 			c = b.newConnLocked(pc)
 		}
 		b.mu.Unlock()
+		b.closeDiscarded(toClose)
 		if err != nil {
 			return nil, err
 		}
@@ -110,7 +112,7 @@ func (p *Pool) dialDetached(ctx context.Context, b *bucket) (net.Conn, error) {
 		if victim != nil {
 			victim.b.evict(victim)
 		}
-		closeAll(toClose)
+		b.closeDiscarded(toClose)
 	}()
 
 	select {

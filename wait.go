@@ -142,5 +142,5 @@ func (b *bucket) giveUp(w *waiter, d time.Duration) {
 	if victim != nil {
 		victim.b.evict(victim)
 	}
-	closeAll(toClose)
+	b.closeDiscarded(toClose)
 }

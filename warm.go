@@ -136,6 +136,6 @@ func (p *Pool) warmOne(ctx context.Context, b *bucket) error {
 	if victim != nil {
 		victim.b.evict(victim)
 	}
-	closeAll(toClose)
+	b.closeDiscarded(toClose)
 	return err
 }

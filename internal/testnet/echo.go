@@ -18,6 +18,7 @@ type EchoServer struct {
 	ln net.Listener
 
 	open     atomic.Int64
+	maxOpen  atomic.Int64
 	accepted atomic.Int64
 	// dropEvery, if > 0, makes the server close a session after every
 	// dropEvery-th reply, without warning, as a server's idle or request
@@ -83,6 +84,9 @@ func (s *EchoServer) Addr() string { return s.ln.Addr().String() }
 // Open returns the number of sessions the server has open now.
 func (s *EchoServer) Open() int64 { return s.open.Load() }
 
+// MaxOpen returns the most sessions the server has had open at once.
+func (s *EchoServer) MaxOpen() int64 { return s.maxOpen.Load() }
+
 // Accepted returns the number of sessions the server has accepted so far.
 func (s *EchoServer) Accepted() int64 { return s.accepted.Load() }
 
@@ -109,7 +113,7 @@ func (s *EchoServer) serve() {
 		s.conns[c] = struct{}{}
 		s.mu.Unlock()
 		s.accepted.Add(1)
-		s.open.Add(1)
+		raiseTo(&s.maxOpen, s.open.Add(1))
 		s.wg.Add(1)
 		go s.session(c)
 	}
@@ -158,4 +162,14 @@ func RoundTrip(c net.Conn, msg string) error {
 		return errors.New("testnet: echo mismatch")
 	}
 	return nil
+}
+
+// raiseTo raises m to v if v is larger.
+func raiseTo(m *atomic.Int64, v int64) {
+	for {
+		old := m.Load()
+		if v <= old || m.CompareAndSwap(old, v) {
+			return
+		}
+	}
 }
