@@ -13,9 +13,10 @@ var errBucketDropped = errors.New("connpool: bug: dropped bucket escaped")
 
 // idleConn is a conn resting in a bucket.
 type idleConn struct {
-	pc    *pconn
-	since int64    // a clock reading no later than the moment pc was returned
-	node  *lruNode // its place in the pool's idle LRU; nil without WithMaxIdle
+	pc       *pconn
+	since    int64    // a clock reading no later than the moment pc was returned
+	deadline int64    // pc.deadline, kept here so the hit path reads one cache line
+	node     *lruNode // its place in the pool's idle LRU; nil without WithMaxIdle
 }
 
 // bucket is the per-address state of a [Pool]: a LIFO stack of idle conns,
@@ -99,6 +100,7 @@ func (b *bucket) newConnLocked(pc *pconn) *Conn {
 	c := &b.handles[0]
 	b.handles = b.handles[1:]
 	c.pc = pc
+	c.b = b
 	return c
 }
 
@@ -132,6 +134,19 @@ func (b *bucket) acquire(now int64, fresh bool) (c *Conn, w *waiter, discarded [
 	if now > b.now {
 		b.now = now
 	}
+	// The common case: the newest idle conn is usable and no LRU is kept.
+	if n := len(b.idle) - 1; !fresh && n >= 0 {
+		ic := &b.idle[n]
+		if ic.node == nil && (ic.deadline == 0 || now < ic.deadline) &&
+			(p.timeout == 0 || now-ic.since < p.timeout) {
+			c = b.newConnLocked(ic.pc)
+			*ic = idleConn{}
+			b.idle = b.idle[:n]
+			b.counters.Reuses++
+			b.mu.Unlock()
+			return c, nil, nil, nil
+		}
+	}
 	for !fresh && len(b.idle) > 0 {
 		n := len(b.idle) - 1
 		ic := b.idle[n]
@@ -143,7 +158,7 @@ func (b *bucket) acquire(now int64, fresh bool) (c *Conn, w *waiter, discarded [
 		case p.timeout > 0 && now-ic.since >= p.timeout:
 			// The conns below are older: the loop discards them too.
 			discarded = b.discardLocked(discarded, ic.pc.nc, &b.counters.ClosedIdleTimeout)
-		case ic.pc.deadline != 0 && now >= ic.pc.deadline:
+		case ic.deadline != 0 && now >= ic.deadline:
 			discarded = b.discardLocked(discarded, ic.pc.nc, &b.counters.ClosedMaxLifetime)
 		default:
 			b.counters.Reuses++
@@ -241,13 +256,21 @@ func (b *bucket) adoptLocked(nc net.Conn, now, deadline int64) (toClose []net.Co
 // put takes back the conn of a handle whose holder called Close, and returns
 // the socket's close error if the pool did not keep it.
 func (b *bucket) put(pc *pconn) error {
+	p := b.pool
 	var now int64
-	if b.pool.maxLifetime > 0 {
-		now = b.pool.clock()
+	if p.maxLifetime > 0 {
+		now = p.clock()
 	}
 	b.mu.Lock()
 	if now > b.now {
 		b.now = now
+	}
+	// The common case, decided without touching pc: no limit in play.
+	if b.waiters.len() == 0 && len(b.idle) < p.capacity && p.maxLifetime == 0 && p.lru == nil &&
+		!p.closed.Load() {
+		b.idle = append(b.idle, idleConn{pc: pc, since: b.now})
+		b.mu.Unlock()
+		return nil
 	}
 	toClose, victim := b.putLocked(pc)
 	b.mu.Unlock()
@@ -269,7 +292,7 @@ func (b *bucket) putLocked(pc *pconn) (toClose []net.Conn, victim *lruNode) {
 		return b.discardLocked(nil, nc, nil), nil
 	case pc.deadline != 0 && b.now >= pc.deadline:
 		return b.discardLocked(nil, nc, &b.counters.ClosedMaxLifetime), nil
-	case b.handOffLocked(pc):
+	case b.waiters.len() > 0 && b.handOffLocked(pc):
 		return nil, nil
 	case b.waiters.len() > 0:
 		// Only checkouts from New wait, and they need a slot to dial.
@@ -277,7 +300,7 @@ func (b *bucket) putLocked(pc *pconn) (toClose []net.Conn, victim *lruNode) {
 	case len(b.idle) >= p.capacity:
 		return b.discardLocked(nil, nc, &b.counters.ClosedBucketFull), nil
 	}
-	ic := idleConn{pc: pc, since: b.now}
+	ic := idleConn{pc: pc, since: b.now, deadline: pc.deadline}
 	if p.lru != nil {
 		ic.node = &lruNode{b: b}
 		victim = p.lru.add(ic.node)
@@ -336,7 +359,7 @@ func (b *bucket) sweepLocked(now int64) (discarded []net.Conn, empty bool) {
 		switch {
 		case p.timeout > 0 && now-ic.since >= p.timeout:
 			reason = &b.counters.ClosedIdleTimeout
-		case ic.pc.deadline != 0 && now >= ic.pc.deadline:
+		case ic.deadline != 0 && now >= ic.deadline:
 			reason = &b.counters.ClosedMaxLifetime
 		}
 		if ic.node != nil {

@@ -298,7 +298,9 @@ func (p *Pool) checkout(ctx context.Context, address string, fresh bool) (net.Co
 			b = p.buckets.lookupSlow(address)
 			continue
 		}
-		b.closeDiscarded(discarded)
+		if len(discarded) > 0 {
+			b.closeDiscarded(discarded)
+		}
 		switch {
 		case err != nil:
 			return nil, err
