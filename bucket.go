@@ -172,7 +172,7 @@ func (b *bucket) acquire(now int64, fresh bool) (c *Conn, w *waiter, discarded [
 		b.mu.Unlock()
 		return nil, nil, discarded, nil
 	}
-	w = newWaiter(fresh)
+	w = &waiter{ch: make(chan delivery, 1), fresh: fresh}
 	b.waiters.pushBack(w)
 	b.counters.WaitCount++
 	b.mu.Unlock()

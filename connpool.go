@@ -317,7 +317,6 @@ func (p *Pool) checkout(ctx context.Context, address string, fresh bool) (net.Co
 // wait parks a checkout at an address at its active cap until it is handed
 // a conn or a slot, the pool closes, ctx ends or the wait timeout runs out.
 func (p *Pool) wait(ctx context.Context, b *bucket, w *waiter) (net.Conn, error) {
-	defer freeWaiter(w)
 	start := time.Now()
 	var expired <-chan time.Time
 	if p.waitTimeout > 0 {

@@ -2,7 +2,6 @@ package connpool
 
 import (
 	"net"
-	"sync"
 	"time"
 )
 
@@ -15,24 +14,6 @@ type waiter struct {
 
 	prev, next *waiter // links in the bucket's queue; nil when not queued
 	queued     bool
-}
-
-// waiterPool recycles waiters. A waiter is unreferenced once its wait has
-// ended: the bucket dequeued it (to deliver, or because it gave up) and its
-// channel is empty again.
-var waiterPool = sync.Pool{New: func() any { return &waiter{ch: make(chan delivery, 1)} }}
-
-func newWaiter(fresh bool) *waiter {
-	w := waiterPool.Get().(*waiter)
-	w.fresh = fresh
-	return w
-}
-
-func freeWaiter(w *waiter) {
-	if w.queued || len(w.ch) != 0 {
-		panic("connpool: bug: freeing a waiter still in use")
-	}
-	waiterPool.Put(w)
 }
 
 // delivery is what wakes a waiter: exactly one field is set.
