@@ -17,6 +17,7 @@ type idleConn struct {
 	since    int64    // a clock reading no later than the moment pc was returned
 	deadline int64    // pc.deadline, kept here so the hit path reads one cache line
 	node     *lruNode // its place in the pool's idle LRU; nil without WithMaxIdle
+	probed   bool     // pc.probe != nil: its since is an exact clock reading
 }
 
 // bucket is the per-address state of a [Pool]: a LIFO stack of idle conns,
@@ -104,6 +105,27 @@ func (b *bucket) newConnLocked(pc *pconn) *Conn {
 	return c
 }
 
+// reuseLocked returns a handle for an idle conn being handed out, telling
+// whether it was reused and for how long it sat idle. now is the checkout's
+// clock reading, or 0 if the pool takes none; a conn the liveness check
+// applies to is about to cost a system call anyway, so it gets a reading of
+// its own.
+func (b *bucket) reuseLocked(ic *idleConn, now int64) *Conn {
+	if now == 0 && ic.probed {
+		now = b.pool.clock()
+		if now > b.now {
+			b.now = now
+		}
+	}
+	c := b.newConnLocked(ic.pc)
+	c.reused = true
+	if now > ic.since {
+		c.idle = now - ic.since
+	}
+	b.counters.Reuses++
+	return c
+}
+
 // hasSlotLocked reports whether one more conn may be dialed for the address.
 func (b *bucket) hasSlotLocked() bool {
 	max := b.pool.maxActive
@@ -139,10 +161,9 @@ func (b *bucket) acquire(now int64, fresh bool) (c *Conn, w *waiter, discarded [
 		ic := &b.idle[n]
 		if ic.node == nil && (ic.deadline == 0 || now < ic.deadline) &&
 			(p.timeout == 0 || now-ic.since < p.timeout) {
-			c = b.newConnLocked(ic.pc)
+			c = b.reuseLocked(ic, now)
 			*ic = idleConn{}
 			b.idle = b.idle[:n]
-			b.counters.Reuses++
 			b.mu.Unlock()
 			return c, nil, nil, nil
 		}
@@ -161,8 +182,7 @@ func (b *bucket) acquire(now int64, fresh bool) (c *Conn, w *waiter, discarded [
 		case ic.deadline != 0 && now >= ic.deadline:
 			discarded = b.discardLocked(discarded, ic.pc.nc, &b.counters.ClosedMaxLifetime)
 		default:
-			b.counters.Reuses++
-			c = b.newConnLocked(ic.pc)
+			c = b.reuseLocked(&ic, now)
 			b.mu.Unlock()
 			return c, nil, discarded, nil
 		}
@@ -240,7 +260,11 @@ func (b *bucket) dialedLocked(nc net.Conn, now, deadline int64) (*pconn, error) 
 	}
 	b.total++
 	b.checkLocked()
-	return &pconn{nc: nc, b: b, deadline: deadline}, nil
+	pc := &pconn{nc: nc, b: b, deadline: deadline}
+	if b.pool.liveness {
+		pc.probe = newProbe(nc)
+	}
+	return pc, nil
 }
 
 // adoptLocked takes in a conn dialed for a checkout that gave up meanwhile,
@@ -258,7 +282,7 @@ func (b *bucket) adoptLocked(nc net.Conn, now, deadline int64) (toClose []net.Co
 func (b *bucket) put(pc *pconn) error {
 	p := b.pool
 	var now int64
-	if p.maxLifetime > 0 {
+	if p.stampReturns || pc.probe != nil {
 		now = p.clock()
 	}
 	b.mu.Lock()
@@ -268,7 +292,7 @@ func (b *bucket) put(pc *pconn) error {
 	// The common case, decided without touching pc: no limit in play.
 	if b.waiters.len() == 0 && len(b.idle) < p.capacity && p.maxLifetime == 0 && p.lru == nil &&
 		!p.closed.Load() {
-		b.idle = append(b.idle, idleConn{pc: pc, since: b.now})
+		b.idle = append(b.idle, idleConn{pc: pc, since: b.now, probed: pc.probe != nil})
 		b.mu.Unlock()
 		return nil
 	}
@@ -300,7 +324,7 @@ func (b *bucket) putLocked(pc *pconn) (toClose []net.Conn, victim *lruNode) {
 	case len(b.idle) >= p.capacity:
 		return b.discardLocked(nil, nc, &b.counters.ClosedBucketFull), nil
 	}
-	ic := idleConn{pc: pc, since: b.now, deadline: pc.deadline}
+	ic := idleConn{pc: pc, since: b.now, deadline: pc.deadline, probed: pc.probe != nil}
 	if p.lru != nil {
 		ic.node = &lruNode{b: b}
 		victim = p.lru.add(ic.node)

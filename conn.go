@@ -28,9 +28,11 @@ const (
 // hands the socket to the next caller; to abort blocked I/O, set a deadline or
 // call Release.
 type Conn struct {
-	pc    *pconn
-	b     *bucket // pc.b, kept here so Close touches no other cache line
-	state atomic.Uint32
+	pc     *pconn
+	b      *bucket // pc.b, kept here so Close touches no other cache line
+	idle   int64   // nanoseconds the conn sat idle before this checkout
+	state  atomic.Uint32
+	reused bool
 }
 
 // pconn is one pooled socket, bound to its address for life. Handles come
@@ -38,7 +40,8 @@ type Conn struct {
 type pconn struct {
 	nc       net.Conn
 	b        *bucket
-	deadline int64 // clock reading at which the max lifetime ends; 0 for none
+	deadline int64  // clock reading at which the max lifetime ends; 0 for none
+	probe    *probe // the liveness check's state; nil where it does not apply
 }
 
 // Close hands the connection to the oldest checkout waiting for its address,
@@ -121,6 +124,22 @@ func (c *Conn) LocalAddr() net.Addr { return c.pc.nc.LocalAddr() }
 // RemoteAddr returns the remote address of the connection. Addresses do not
 // change, so it answers even after Close or Release.
 func (c *Conn) RemoteAddr() net.Addr { return c.pc.nc.RemoteAddr() }
+
+// Reused reports whether the connection was taken from the idle stack
+// rather than dialed for this checkout. Like net/http's
+// httptrace.GotConnInfo.Reused, it tells a caller whose request failed
+// whether the failure may be a stale connection, so that retrying on a fresh
+// one (from [Pool.New]) is worth it.
+func (c *Conn) Reused() bool { return c.reused }
+
+// IdleTime returns how long a reused connection sat idle before this
+// checkout, and 0 for a new one. It is measured on the pool's clock readings,
+// which are exact when the pool reads the clock on Get and Close: with a
+// timeout, a max lifetime or a validator, or for connections the built-in
+// liveness check applies to. Otherwise the pool reads no clock on the hit
+// path and IdleTime is 0 for fake or user connections without a file
+// descriptor. It never under-reports.
+func (c *Conn) IdleTime() time.Duration { return time.Duration(c.idle) }
 
 // Address returns the destination address the connection is bound to: the
 // address given to [Pool.Get] or [Pool.New].

@@ -95,6 +95,9 @@ type options struct {
 	maxIdle     int
 	maxLifetime time.Duration
 	waitTimeout time.Duration
+	noLiveness  bool
+	validator   func(net.Conn) error
+	validateAge time.Duration
 	clock       func() int64 // replaced by tests in this package
 }
 
@@ -151,6 +154,30 @@ func WithMaxLifetime(d time.Duration) Option {
 	return func(o *options) { o.maxLifetime = d }
 }
 
+// WithoutLivenessCheck turns off the built-in liveness check, which by
+// default peeks, without blocking, at every idle conn that has a file
+// descriptor before Get hands it out, and discards it if the peer has closed
+// or reset it or if unread bytes wait on a plain conn (see the README
+// section "Stale connections"). The check costs one system call per reused
+// conn.
+func WithoutLivenessCheck() Option {
+	return func(o *options) { o.noLiveness = true }
+}
+
+// WithValidator sets a function that Get runs on an idle conn before handing
+// it out, after the built-in liveness check, if the conn sat idle for at
+// least minIdle (0: every time). It runs outside every lock and may do I/O,
+// such as a protocol ping; it must leave the conn clean for the holder. A
+// conn it rejects is closed (counted in ClosedValidatorFailed) and the next
+// idle conn tried, or a new one dialed. The default is no validator; a nil
+// fn is the same. Negative minIdle is rejected by [New].
+func WithValidator(fn func(net.Conn) error, minIdle time.Duration) Option {
+	return func(o *options) {
+		o.validator = fn
+		o.validateAge = minIdle
+	}
+}
+
 // Pool keeps idle connections per destination address. It is safe for
 // concurrent use. Create it with [New] and release its resources with
 // [Pool.Close].
@@ -163,10 +190,17 @@ type Pool struct {
 	waitTimeout time.Duration
 	lru         *idleLRU // nil without WithMaxIdle
 
+	liveness    bool                 // the built-in check is on
+	validator   func(net.Conn) error // nil for none
+	validateAge int64                // nanoseconds of idleness before validator runs
+
 	// clock returns monotonic nanoseconds since the pool was created. Tests
-	// in this package replace it. needClock says whether checkouts read it.
-	clock     func() int64
-	needClock bool
+	// in this package replace it. needClock says whether checkouts read it;
+	// stampReturns says whether Close reads it for every conn (it also does
+	// for conns with a probe).
+	clock        func() int64
+	needClock    bool
+	stampReturns bool
 
 	buckets registry
 	closed  atomic.Bool
@@ -210,6 +244,7 @@ func New(dial Dial, capacity int, timeout time.Duration, opts ...Option) (*Pool,
 		{o.maxIdle < 0, fmt.Sprintf("WithMaxIdle(%d) is negative", o.maxIdle)},
 		{o.maxLifetime < 0, fmt.Sprintf("WithMaxLifetime(%v) is negative", o.maxLifetime)},
 		{o.waitTimeout < 0, fmt.Sprintf("WithWaitTimeout(%v) is negative", o.waitTimeout)},
+		{o.validateAge < 0, fmt.Sprintf("WithValidator minIdle %v is negative", o.validateAge)},
 	} {
 		if check.bad {
 			return nil, fmt.Errorf("%w: %s", ErrInvalidConfig, check.what)
@@ -223,11 +258,15 @@ func New(dial Dial, capacity int, timeout time.Duration, opts ...Option) (*Pool,
 		maxActive:   o.maxActive,
 		maxLifetime: int64(o.maxLifetime),
 		waitTimeout: o.waitTimeout,
-		needClock:   timeout > 0 || o.maxLifetime > 0,
+		liveness:    !o.noLiveness,
+		validator:   o.validator,
+		validateAge: int64(o.validateAge),
+		needClock:   timeout > 0 || o.maxLifetime > 0 || o.validator != nil,
 		clock:       o.clock,
 		stop:        make(chan struct{}),
 		done:        make(chan struct{}),
 	}
+	p.stampReturns = o.maxLifetime > 0 || o.validator != nil
 	p.buckets.pool = p
 	if o.maxIdle > 0 {
 		p.lru = &idleLRU{max: o.maxIdle}
@@ -305,6 +344,9 @@ func (p *Pool) checkout(ctx context.Context, address string, fresh bool) (net.Co
 		case err != nil:
 			return nil, err
 		case c != nil:
+			if !p.verify(c) {
+				continue // discarded: try the next idle conn, or dial
+			}
 			return c, nil
 		case w != nil:
 			return p.wait(ctx, b, w)
@@ -312,6 +354,31 @@ func (p *Pool) checkout(ctx context.Context, address string, fresh bool) (net.Co
 			return p.dialFor(ctx, b)
 		}
 	}
+}
+
+// verify runs the liveness check and the validator on a reused conn,
+// outside every lock. A conn that fails is closed, its handle ended, and
+// verify reports false.
+func (p *Pool) verify(c *Conn) bool {
+	pc := c.pc
+	if !c.reused || (pc.probe == nil && p.validator == nil) {
+		return true
+	}
+	var reason *int64
+	switch {
+	case pc.probe != nil && pc.probe.check() != nil:
+		reason = &c.b.counters.ClosedDeadAtCheckout
+	case p.validator != nil && c.idle >= p.validateAge && p.validator(pc.nc) != nil:
+		reason = &c.b.counters.ClosedValidatorFailed
+	default:
+		return true
+	}
+	c.state.Store(stateReleased) // the handle was never handed out
+	c.b.mu.Lock()
+	toClose := c.b.discardLocked(nil, pc.nc, reason)
+	c.b.mu.Unlock()
+	c.b.closeDiscarded(toClose)
+	return false
 }
 
 // wait parks a checkout at an address at its active cap until it is handed

@@ -731,7 +731,8 @@ func TestCountsMatchServerSessionsUnderEchoLoad(t *testing.T) {
 // The servers drop sessions without warning, so some idle conns are dead.
 func TestReleaseAndNewRecoverFromDeadConns(t *testing.T) {
 	servers := []*testnet.EchoServer{testnet.StartFlakyEcho(t, 7), testnet.StartFlakyEcho(t, 11)}
-	p := newPool(t, tcpDial, 4, time.Minute)
+	// Without the liveness check, which would catch most dead conns first.
+	p := newPool(t, tcpDial, 4, time.Minute, connpool.WithoutLivenessCheck())
 
 	const workers, requests = 8, 150
 	var retries atomic.Int64

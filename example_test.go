@@ -56,14 +56,16 @@ func Example() {
 
 // When a conn turns out to be dead, Release it and retry on a fresh conn from
 // New: after a backend restart, the other idle conns of the address are likely
-// dead too, so Get might hand out another one.
+// dead too, so Get might hand out another one. The built-in liveness check
+// catches most dead conns before Get hands them out; it is off here to show
+// the retry.
 func ExampleConn_Release() {
 	srv, err := testnet.ListenEcho()
 	if err != nil {
 		log.Fatal(err)
 	}
 	dial := func(address string) (net.Conn, error) { return net.Dial("tcp", address) }
-	pool, err := connpool.New(dial, 16, time.Minute)
+	pool, err := connpool.New(dial, 16, time.Minute, connpool.WithoutLivenessCheck())
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -102,6 +104,56 @@ func ExampleConn_Release() {
 	// Output:
 	// retried on a fresh conn: true
 	// released: 1
+}
+
+// By default Get peeks at an idle conn before handing it out, so a conn the
+// backend closed is discarded, and Reused tells the caller what it got.
+func ExampleConn_Reused() {
+	srv, err := testnet.ListenEcho()
+	if err != nil {
+		log.Fatal(err)
+	}
+	dial := func(address string) (net.Conn, error) { return net.Dial("tcp", address) }
+	pool, err := connpool.New(dial, 16, time.Minute)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer pool.Close()
+
+	addr := srv.Addr()
+	conn, err := pool.Get(addr)
+	if err != nil {
+		log.Fatal(err)
+	}
+	conn.Close()
+	conn, err = pool.Get(addr)
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("reused:", conn.(*connpool.Conn).Reused())
+	conn.Close()
+
+	// The backend restarts: the idle conn dies with it.
+	srv.Close()
+	srv2, err := testnet.ListenEchoOn(addr)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer srv2.Close()
+
+	conn, err = pool.Get(addr)
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("reused:", conn.(*connpool.Conn).Reused())
+	fmt.Println("works:", testnet.RoundTrip(conn, "hello") == nil)
+	conn.Close()
+	fmt.Println("dead at checkout:", pool.Stats().ClosedDeadAtCheckout)
+	// Output:
+	// reused: true
+	// reused: false
+	// works: true
+	// dead at checkout: 1
 }
 
 // After Close, Get fails with ErrClosed and does not dial.

@@ -34,6 +34,13 @@ type Counters struct {
 	// ClosedIdleCapEvicted counts idle conns closed to keep the pool within
 	// its WithMaxIdle cap.
 	ClosedIdleCapEvicted int64 `json:"closed_idle_cap_evicted"`
+	// ClosedDeadAtCheckout counts idle conns the built-in liveness check
+	// found closed or reset by the peer, or holding unread bytes, when Get
+	// was about to hand them out.
+	ClosedDeadAtCheckout int64 `json:"closed_dead_at_checkout"`
+	// ClosedValidatorFailed counts idle conns the WithValidator function
+	// rejected.
+	ClosedValidatorFailed int64 `json:"closed_validator_failed"`
 	// ClosedForNew counts conns closed on Close because the only checkouts
 	// waiting for their address came from New, which needs a slot to dial
 	// rather than a used conn.
@@ -53,6 +60,8 @@ func (c *Counters) add(o Counters) {
 	c.ClosedBucketFull += o.ClosedBucketFull
 	c.ClosedIdleCapEvicted += o.ClosedIdleCapEvicted
 	c.ClosedForNew += o.ClosedForNew
+	c.ClosedDeadAtCheckout += o.ClosedDeadAtCheckout
+	c.ClosedValidatorFailed += o.ClosedValidatorFailed
 	c.Released += o.Released
 }
 

@@ -100,7 +100,9 @@ func (b *bucket) handOffLocked(pc *pconn) bool {
 	if w == nil {
 		return false
 	}
-	b.wakeLocked(w, delivery{c: b.newConnLocked(pc)})
+	c := b.newConnLocked(pc)
+	c.reused = true
+	b.wakeLocked(w, delivery{c: c})
 	return true
 }
 
