@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"sync/atomic"
+	"time"
 )
 
 // ErrRefused is returned by a CountingDialer while Refuse is set.
@@ -82,3 +83,24 @@ func (d *CountingDialer) Refused() int64 { return d.refused.Load() }
 
 // Open returns how many dialed conns are open.
 func (d *CountingDialer) Open() int64 { return d.fake.Open() }
+
+// DelayDial returns a dial function that waits d before dialing TCP, or
+// until its context ends. With d < 0 it waits for the context only: a dial
+// that hangs.
+func DelayDial(d time.Duration) func(ctx context.Context, address string) (net.Conn, error) {
+	return func(ctx context.Context, address string) (net.Conn, error) {
+		var wait <-chan time.Time
+		if d >= 0 {
+			t := time.NewTimer(d)
+			defer t.Stop()
+			wait = t.C
+		}
+		select {
+		case <-wait:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		var dialer net.Dialer
+		return dialer.DialContext(ctx, "tcp", address)
+	}
+}

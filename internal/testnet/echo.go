@@ -9,13 +9,18 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // EchoServer is a line echo server on 127.0.0.1 with a port chosen by the
 // kernel. It counts the sessions it has open, so tests can compare them with
 // a pool's counts.
 type EchoServer struct {
-	ln net.Listener
+	addr string
+
+	// Faults, set at start.
+	idleClose time.Duration // close a session idle this long; 0 never
+	silent    bool          // read requests, never answer
 
 	open     atomic.Int64
 	maxOpen  atomic.Int64
@@ -26,9 +31,31 @@ type EchoServer struct {
 	dropEvery int64
 	replies   atomic.Int64
 
-	mu    sync.Mutex // protects conns
+	mu    sync.Mutex // protects the fields below
+	ln    net.Listener
 	conns map[net.Conn]struct{}
 	wg    sync.WaitGroup
+}
+
+// Faults configures the misbehaviour of a server from StartFault.
+type Faults struct {
+	// IdleClose closes a session that has sent nothing for this long, as a
+	// server's idle or wait_timeout does. 0 means never.
+	IdleClose time.Duration
+	// Silent makes the server accept and read but never answer.
+	Silent bool
+}
+
+// StartFault starts an echo server with faults and stops it when the test
+// ends. Its methods inject more: ResetAll, InjectAll, Refuse and Restart.
+func StartFault(tb testing.TB, f Faults) *EchoServer {
+	tb.Helper()
+	s := &EchoServer{idleClose: f.IdleClose, silent: f.Silent, conns: make(map[net.Conn]struct{})}
+	if err := s.listen("127.0.0.1:0"); err != nil {
+		tb.Fatalf("testnet: %v", err)
+	}
+	tb.Cleanup(s.Close)
+	return s
 }
 
 // StartEcho starts an echo server and stops it, with all its sessions, when
@@ -68,18 +95,67 @@ func startEcho(tb testing.TB, dropEvery int64) *EchoServer {
 }
 
 func listen(address string, dropEvery int64) (*EchoServer, error) {
-	ln, err := net.Listen("tcp", address)
-	if err != nil {
+	s := &EchoServer{dropEvery: dropEvery, conns: make(map[net.Conn]struct{})}
+	if err := s.listen(address); err != nil {
 		return nil, err
 	}
-	s := &EchoServer{ln: ln, dropEvery: dropEvery, conns: make(map[net.Conn]struct{})}
-	s.wg.Add(1)
-	go s.serve()
 	return s, nil
 }
 
-// Addr returns the server's address, host:port.
-func (s *EchoServer) Addr() string { return s.ln.Addr().String() }
+// listen starts accepting on address and remembers the address it got.
+func (s *EchoServer) listen(address string) error {
+	ln, err := net.Listen("tcp", address)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.ln = ln
+	s.addr = ln.Addr().String()
+	s.mu.Unlock()
+	s.wg.Add(1)
+	go s.serve(ln)
+	return nil
+}
+
+// Addr returns the server's address, host:port. It stays the same across
+// Refuse and Restart.
+func (s *EchoServer) Addr() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.addr
+}
+
+// ResetAll aborts every open session with a TCP reset (SO_LINGER 0).
+func (s *EchoServer) ResetAll() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.conns {
+		if tc, ok := c.(*net.TCPConn); ok {
+			tc.SetLinger(0)
+		}
+		c.Close()
+	}
+}
+
+// InjectAll writes msg, unasked, to every open session.
+func (s *EchoServer) InjectAll(msg string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.conns {
+		c.Write([]byte(msg))
+	}
+}
+
+// Refuse stops the server, so that dials to its address are refused, and
+// closes its sessions. Restart brings it back on the same address.
+func (s *EchoServer) Refuse() { s.Close() }
+
+// Restart stops the server if it runs, closing its sessions, and starts it
+// again on the same address, as a backend restart does.
+func (s *EchoServer) Restart() error {
+	s.Close()
+	return s.listen(s.Addr())
+}
 
 // Open returns the number of sessions the server has open now.
 func (s *EchoServer) Open() int64 { return s.open.Load() }
@@ -93,8 +169,8 @@ func (s *EchoServer) Accepted() int64 { return s.accepted.Load() }
 // Close stops the server and closes its sessions, and waits for its
 // goroutines to end. It may be called more than once.
 func (s *EchoServer) Close() {
-	s.ln.Close()
 	s.mu.Lock()
+	s.ln.Close()
 	for c := range s.conns {
 		c.Close()
 	}
@@ -102,10 +178,10 @@ func (s *EchoServer) Close() {
 	s.wg.Wait()
 }
 
-func (s *EchoServer) serve() {
+func (s *EchoServer) serve(ln net.Listener) {
 	defer s.wg.Done()
 	for {
-		c, err := s.ln.Accept()
+		c, err := ln.Accept()
 		if err != nil {
 			return
 		}
@@ -130,9 +206,15 @@ func (s *EchoServer) session(c net.Conn) {
 	}()
 	r := bufio.NewReader(c)
 	for {
+		if s.idleClose > 0 {
+			c.SetReadDeadline(time.Now().Add(s.idleClose))
+		}
 		line, err := r.ReadBytes('\n')
 		if err != nil {
 			return
+		}
+		if s.silent {
+			continue
 		}
 		if _, err := c.Write(line); err != nil {
 			return
