@@ -1,0 +1,143 @@
+package connpool
+
+import (
+	"net"
+	"syscall"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/seed73091bf1/connpool/internal/testnet"
+)
+
+// loopbackConn returns a TCP conn to an echo server, closed when the test
+// ends.
+func loopbackConn(tb testing.TB) *net.TCPConn {
+	tb.Helper()
+	srv := testnet.StartEcho(tb)
+	c, err := net.Dial("tcp", srv.Addr())
+	require.NoError(tb, err)
+	tb.Cleanup(func() { c.Close() })
+	return c.(*net.TCPConn)
+}
+
+func TestProbeAppliesOnlyToConnsWithADescriptor(t *testing.T) {
+	var d testnet.FakeDialer
+	fake, _ := d.Dial("a:1")
+	assert.Nil(t, newProbe(fake), "a fake conn has no descriptor")
+	type wrapped struct{ *net.TCPConn }
+	tcp := loopbackConn(t)
+	assert.NotNil(t, newProbe(tcp))
+	assert.NotNil(t, newProbe(wrapped{tcp}), "a wrapper embedding a TCP conn is checked")
+}
+
+func TestProbeSeesDataAndClose(t *testing.T) {
+	tcp := loopbackConn(t)
+	pr := newProbe(tcp)
+	require.NotNil(t, pr)
+	assert.NoError(t, pr.check(), "an idle live conn")
+
+	_, err := tcp.Write([]byte("hi\n"))
+	require.NoError(t, err)
+	eventuallyErr(t, pr.check, errUnexpectedData) // the echo comes back unread
+
+	buf := make([]byte, 3)
+	_, err = tcp.Read(buf)
+	require.NoError(t, err)
+	assert.NoError(t, pr.check(), "nothing unread again")
+
+	pr.tls = true // as if TLS: unread bytes are fine
+	_, err = tcp.Write([]byte("hi\n"))
+	require.NoError(t, err)
+	eventuallyErr(t, func() error {
+		if pr.check() == nil && pr.n > 0 {
+			return nil
+		}
+		return errUnexpectedData
+	}, nil)
+}
+
+// eventuallyErr polls f until it returns want.
+func eventuallyErr(t *testing.T, f func() error, want error) {
+	t.Helper()
+	for range 5000 {
+		if err := f(); err == want {
+			return
+		}
+		syscall.Syscall(syscall.SYS_SCHED_YIELD, 0, 0, 0)
+	}
+	t.Fatalf("never got %v", want)
+}
+
+// BenchmarkLivenessCheck compares the built-in check with the bare system
+// call it makes, on an idle loopback TCP conn.
+func BenchmarkLivenessCheck(b *testing.B) {
+	tcp := loopbackConn(b)
+	b.Run("BarePeek", func(b *testing.B) {
+		rc, err := tcp.SyscallConn()
+		require.NoError(b, err)
+		var fd uintptr
+		require.NoError(b, rc.Control(func(f uintptr) { fd = f }))
+		buf := make([]byte, 1)
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := peekFD(fd, buf); !wouldBlock(err) {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("Check", func(b *testing.B) {
+		pr := newProbe(tcp)
+		b.ReportAllocs()
+		for b.Loop() {
+			if err := pr.check(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("NaiveRawConnRead", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			rc, _ := tcp.SyscallConn()
+			var n int
+			var perr error
+			buf := make([]byte, 1)
+			rc.Read(func(fd uintptr) bool {
+				n, _, perr = syscall.Recvfrom(int(fd), buf, syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+				return true
+			})
+			if !wouldBlock(perr) {
+				b.Fatal(n, perr)
+			}
+		}
+	})
+}
+
+// BenchmarkGetCloseTCP measures the hit path over a real loopback TCP conn,
+// with the liveness check on (the default) and off.
+func BenchmarkGetCloseTCP(b *testing.B) {
+	srv := testnet.StartEcho(b)
+	dial := func(address string) (net.Conn, error) { return net.Dial("tcp", address) }
+	for _, tt := range []struct {
+		name string
+		opts []Option
+	}{
+		{"Check=on", nil},
+		{"Check=off", []Option{WithoutLivenessCheck()}},
+	} {
+		b.Run(tt.name, func(b *testing.B) {
+			p, err := New(dial, 4, 0, tt.opts...)
+			require.NoError(b, err)
+			defer p.Close()
+			b.ReportAllocs()
+			for b.Loop() {
+				c, err := p.Get(srv.Addr())
+				if err != nil {
+					b.Fatal(err)
+				}
+				c.Close()
+			}
+		})
+	}
+}
