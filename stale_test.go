@@ -34,8 +34,18 @@ import (
 // any error.
 func roundTrips(t *testing.T, p *connpool.Pool, addr string, clients, requests int, pause func(r *mrand.Rand) time.Duration) {
 	t.Helper()
+	addrs := make([]string, clients)
+	for i := range addrs {
+		addrs[i] = addr
+	}
+	roundTripsTo(t, p, addrs, requests, pause)
+}
+
+// roundTripsTo is roundTrips with one client per address in addrs.
+func roundTripsTo(t *testing.T, p *connpool.Pool, addrs []string, requests int, pause func(r *mrand.Rand) time.Duration) {
+	t.Helper()
 	var wg sync.WaitGroup
-	for cl := range clients {
+	for cl, addr := range addrs {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -62,17 +72,23 @@ func roundTrips(t *testing.T, p *connpool.Pool, addr string, clients, requests i
 // Regression: go-redis #25 and go-sql-driver/mysql #1120 handed out conns
 // the server had closed for idleness, failing the next request with EOF.
 func TestServerIdleCloseNeverFailsARequest(t *testing.T) {
-	const idle = 30 * time.Millisecond
-	srv := testnet.StartFault(t, testnet.Faults{IdleClose: idle})
+	const idle = 20 * time.Millisecond
+	// One client per backend, so that the one conn of each address has sat
+	// idle exactly as long as its client paused. Pauses stay clear of the
+	// server's timeout: well under it, so the request arrives in time, or
+	// well over it, so the server's close has arrived. (A conn whose idle
+	// time is right at the server's timeout can die between the check and
+	// the request; no check can prevent that, see the README.)
+	var addrs []string
+	for range 4 {
+		addrs = append(addrs, testnet.StartFault(t, testnet.Faults{IdleClose: idle}).Addr())
+	}
 	p := newPool(t, tcpDial, 8, 0)
-
-	// Pauses stay clear of the server's timeout: well under it, so the
-	// request arrives in time, or well over it, so its close has arrived.
-	roundTrips(t, p, srv.Addr(), 8, 125, func(r *mrand.Rand) time.Duration {
-		if r.IntN(5) == 0 {
-			return 3*idle + time.Duration(r.IntN(20))*time.Millisecond
+	roundTripsTo(t, p, addrs, 250, func(r *mrand.Rand) time.Duration {
+		if r.IntN(10) == 0 {
+			return 3*idle + time.Duration(r.IntN(10))*time.Millisecond
 		}
-		return time.Duration(r.IntN(4)) * time.Millisecond
+		return time.Duration(r.IntN(2)) * time.Millisecond
 	})
 	s := p.Stats()
 	assert.Positive(t, s.ClosedDeadAtCheckout, "the server closed idle conns; the pool must have caught some")
@@ -231,7 +247,9 @@ func TestValidatorRunsOnlyPastItsMinimumIdleTime(t *testing.T) {
 func TestWithoutLivenessCheckHandsOutDeadConns(t *testing.T) {
 	srv := testnet.StartFault(t, testnet.Faults{})
 	p := newPool(t, tcpDial, 8, 0, connpool.WithoutLivenessCheck())
-	giveBack(t, checkout(t, p, srv.Addr(), 1)...)
+	first := checkout(t, p, srv.Addr(), 1)[0]
+	require.NoError(t, testnet.RoundTrip(first, "x")) // the server has the session now
+	giveBack(t, first)
 	srv.ResetAll()
 	eventually(t, func() bool { return srv.Open() == 0 }, "the reset did not happen")
 	c := checkout(t, p, srv.Addr(), 1)[0]

@@ -31,9 +31,10 @@ type EchoServer struct {
 	dropEvery int64
 	replies   atomic.Int64
 
-	mu    sync.Mutex // protects the fields below
-	ln    net.Listener
-	conns map[net.Conn]struct{}
+	mu      sync.Mutex // protects the fields below
+	ln      net.Listener
+	stopped bool // Close ran; sessions accepted since are closed at once
+	conns   map[net.Conn]struct{}
 	wg    sync.WaitGroup
 }
 
@@ -110,6 +111,7 @@ func (s *EchoServer) listen(address string) error {
 	}
 	s.mu.Lock()
 	s.ln = ln
+	s.stopped = false
 	s.addr = ln.Addr().String()
 	s.mu.Unlock()
 	s.wg.Add(1)
@@ -171,6 +173,7 @@ func (s *EchoServer) Accepted() int64 { return s.accepted.Load() }
 func (s *EchoServer) Close() {
 	s.mu.Lock()
 	s.ln.Close()
+	s.stopped = true
 	for c := range s.conns {
 		c.Close()
 	}
@@ -186,6 +189,11 @@ func (s *EchoServer) serve(ln net.Listener) {
 			return
 		}
 		s.mu.Lock()
+		if s.stopped {
+			s.mu.Unlock()
+			c.Close()
+			return
+		}
 		s.conns[c] = struct{}{}
 		s.mu.Unlock()
 		s.accepted.Add(1)
