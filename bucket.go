@@ -93,8 +93,9 @@ type bucket struct {
 // handleBatch is how many Conn handles a bucket allocates at once.
 const handleBatch = 16
 
-// newConnLocked returns a fresh handle for pc.
-func (b *bucket) newConnLocked(pc *pconn) *Conn {
+// newConnLocked returns a fresh handle for pc; probed tells whether
+// pc.probe is set.
+func (b *bucket) newConnLocked(pc *pconn, probed bool) *Conn {
 	if len(b.handles) == 0 {
 		b.handles = make([]Conn, handleBatch)
 	}
@@ -102,6 +103,7 @@ func (b *bucket) newConnLocked(pc *pconn) *Conn {
 	b.handles = b.handles[1:]
 	c.pc = pc
 	c.b = b
+	c.probed = probed
 	return c
 }
 
@@ -117,7 +119,7 @@ func (b *bucket) reuseLocked(ic *idleConn, now int64) *Conn {
 			b.now = now
 		}
 	}
-	c := b.newConnLocked(ic.pc)
+	c := b.newConnLocked(ic.pc, ic.probed)
 	c.reused = true
 	if now > ic.since {
 		c.idle = now - ic.since
@@ -279,10 +281,10 @@ func (b *bucket) adoptLocked(nc net.Conn, now, deadline int64) (toClose []net.Co
 
 // put takes back the conn of a handle whose holder called Close, and returns
 // the socket's close error if the pool did not keep it.
-func (b *bucket) put(pc *pconn) error {
+func (b *bucket) put(pc *pconn, probed bool) error {
 	p := b.pool
 	var now int64
-	if p.stampReturns || pc.probe != nil {
+	if p.stampReturns || probed {
 		now = p.clock()
 	}
 	b.mu.Lock()
@@ -292,7 +294,7 @@ func (b *bucket) put(pc *pconn) error {
 	// The common case, decided without touching pc: no limit in play.
 	if b.waiters.len() == 0 && len(b.idle) < p.capacity && p.maxLifetime == 0 && p.lru == nil &&
 		!p.closed.Load() {
-		b.idle = append(b.idle, idleConn{pc: pc, since: b.now, probed: pc.probe != nil})
+		b.idle = append(b.idle, idleConn{pc: pc, since: b.now, probed: probed})
 		b.mu.Unlock()
 		return nil
 	}

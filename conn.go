@@ -33,6 +33,7 @@ type Conn struct {
 	idle   int64   // nanoseconds the conn sat idle before this checkout
 	state  atomic.Uint32
 	reused bool
+	probed bool // pc.probe != nil, kept here so the hit path need not read pc
 }
 
 // pconn is one pooled socket, bound to its address for life. Handles come
@@ -56,7 +57,7 @@ func (c *Conn) Close() error {
 	if !c.state.CompareAndSwap(stateInUse, stateReturned) {
 		return ErrConnClosed
 	}
-	return c.b.put(c.pc)
+	return c.b.put(c.pc, c.probed)
 }
 
 // Release closes the socket and removes it from the pool's counts. Use it

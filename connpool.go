@@ -344,7 +344,7 @@ func (p *Pool) checkout(ctx context.Context, address string, fresh bool) (net.Co
 		case err != nil:
 			return nil, err
 		case c != nil:
-			if !p.verify(c) {
+			if (c.probed || p.validator != nil) && !p.verify(c) {
 				continue // discarded: try the next idle conn, or dial
 			}
 			return c, nil

@@ -21,7 +21,7 @@ func (p *Pool) dialFor(ctx context.Context, b *bucket) (net.Conn, error) {
 			err = derr
 			toClose = append(toClose, nc) // the pool closed meanwhile
 		} else {
-			c = b.newConnLocked(pc)
+			c = b.newConnLocked(pc, pc.probe != nil)
 		}
 		b.mu.Unlock()
 		b.closeDiscarded(toClose)
@@ -101,7 +101,7 @@ func (p *Pool) dialDetached(ctx context.Context, b *bucket) (net.Conn, error) {
 			if pc, err = b.dialedLocked(nc, now, deadline); err != nil {
 				toClose = append(toClose, nc)
 			} else {
-				pd.c = b.newConnLocked(pc)
+				pd.c = b.newConnLocked(pc, pc.probe != nil)
 			}
 		}
 		if !pd.abandoned {

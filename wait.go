@@ -100,7 +100,7 @@ func (b *bucket) handOffLocked(pc *pconn) bool {
 	if w == nil {
 		return false
 	}
-	c := b.newConnLocked(pc)
+	c := b.newConnLocked(pc, pc.probe != nil)
 	c.reused = true
 	b.wakeLocked(w, delivery{c: c})
 	return true
