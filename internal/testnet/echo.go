@@ -35,7 +35,7 @@ type EchoServer struct {
 	ln      net.Listener
 	stopped bool // Close ran; sessions accepted since are closed at once
 	conns   map[net.Conn]struct{}
-	wg    sync.WaitGroup
+	wg      sync.WaitGroup
 }
 
 // Faults configures the misbehaviour of a server from StartFault.
