@@ -144,3 +144,28 @@ func BenchmarkGetCloseTCP(b *testing.B) {
 		})
 	}
 }
+
+func TestProbeDetectsAClosedUnixSocket(t *testing.T) {
+	ln, err := net.Listen("unix", t.TempDir()+"/s")
+	require.NoError(t, err)
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			accepted <- c
+		}
+		close(accepted)
+	}()
+	c, err := net.Dial("unix", ln.Addr().String())
+	require.NoError(t, err)
+	defer c.Close()
+	server := <-accepted
+	require.NotNil(t, server)
+
+	pr := newProbe(c)
+	require.NotNil(t, pr, "a Unix socket is checked")
+	assert.NoError(t, pr.check())
+	require.NoError(t, server.Close())
+	eventuallyErr(t, pr.check, errPeerClosed)
+}
