@@ -80,6 +80,12 @@ type bucket struct {
 	// none.
 	dropped bool
 
+	// draining is set by Pool.Drain, which also removes the bucket from
+	// the registry so that later checkouts start a new one. A draining
+	// bucket hands out nothing and closes every conn returned to it; the
+	// registry forgets it once it is empty.
+	draining bool
+
 	// handles is a batch of unused Conn handles, carved one per checkout.
 	// Allocating handles in batches rather than one by one takes most of
 	// the allocator's cost off the hit path. A handle is never reused, so
@@ -147,7 +153,7 @@ func (b *bucket) hasSlotLocked() bool {
 func (b *bucket) acquire(now int64, fresh bool) (c *Conn, w *waiter, discarded []net.Conn, err error) {
 	p := b.pool
 	b.mu.Lock()
-	if b.dropped {
+	if b.dropped || b.draining {
 		b.mu.Unlock()
 		return nil, nil, nil, errBucketDropped
 	}
@@ -235,7 +241,18 @@ func (b *bucket) freeClosed(n int) {
 	b.closing -= n
 	b.checkLocked()
 	b.grantSlotsLocked()
+	finished := b.draining && b.emptyLocked()
 	b.mu.Unlock()
+	if finished {
+		b.pool.buckets.finishDrain(b)
+	}
+}
+
+// emptyLocked reports whether nothing is bound to the bucket: no idle
+// conns, none in use, no dial or close in flight and nobody waiting.
+func (b *bucket) emptyLocked() bool {
+	return len(b.idle) == 0 && b.total == 0 && b.dialing == 0 && b.closing == 0 &&
+		b.waiters.len() == 0
 }
 
 // dialFailedLocked ends a reserved dial that failed, freeing its slot.
@@ -293,7 +310,7 @@ func (b *bucket) put(pc *pconn, probed bool) error {
 	}
 	// The common case, decided without touching pc: no limit in play.
 	if b.waiters.len() == 0 && len(b.idle) < p.capacity && p.maxLifetime == 0 && p.lru == nil &&
-		!p.closed.Load() {
+		!b.draining && !p.closed.Load() {
 		b.idle = append(b.idle, idleConn{pc: pc, since: b.now, probed: probed})
 		b.mu.Unlock()
 		return nil
@@ -316,6 +333,8 @@ func (b *bucket) putLocked(pc *pconn) (toClose []net.Conn, victim *lruNode) {
 	switch {
 	case p.closed.Load():
 		return b.discardLocked(nil, nc, nil), nil
+	case b.draining:
+		return b.discardLocked(nil, nc, &b.counters.ClosedDrained), nil
 	case pc.deadline != 0 && b.now >= pc.deadline:
 		return b.discardLocked(nil, nc, &b.counters.ClosedMaxLifetime), nil
 	case b.waiters.len() > 0 && b.handOffLocked(pc):
@@ -408,8 +427,7 @@ func (b *bucket) sweepLocked(now int64) (discarded []net.Conn, empty bool) {
 	for _, d := range out {
 		discarded = b.discardLocked(discarded, d.nc, d.reason)
 	}
-	return discarded, len(b.idle) == 0 && b.total == 0 && b.dialing == 0 && b.closing == 0 &&
-		b.waiters.len() == 0
+	return discarded, b.emptyLocked()
 }
 
 // drainLocked empties the bucket when the pool closes: it takes out every

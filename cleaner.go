@@ -65,6 +65,15 @@ func (p *Pool) sweep(now int64) {
 		// round of slow lookups.
 		r.snapshotLocked()
 	}
+	for b := range r.draining {
+		b.mu.Lock()
+		if b.emptyLocked() { // a dial in flight failed, say
+			b.dropped = true
+			delete(r.draining, b)
+			r.retired.add(b.counters)
+		}
+		b.mu.Unlock()
+	}
 	r.mu.Unlock()
 
 	// Outside every lock: closing a socket can block.

@@ -407,6 +407,8 @@ func (p *Pool) wait(ctx context.Context, b *bucket, w *waiter) (net.Conn, error)
 		return d.c, nil
 	case d.grant:
 		return p.dialFor(ctx, b)
+	case d.err == errBucketDropped: // the address was drained: start over
+		return p.checkout(ctx, b.address, w.fresh)
 	default:
 		return nil, d.err
 	}

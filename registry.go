@@ -21,6 +21,10 @@ type registry struct {
 	all     map[string]*bucket // authoritative; holds no dropped bucket
 	misses  int                // slow lookups since the snapshot was taken
 	retired Counters           // counters of the buckets removed so far
+
+	// draining holds buckets that Pool.Drain took out of all while conns
+	// were still bound to them, until they are empty.
+	draining map[*bucket]struct{}
 }
 
 // lookup returns the bucket of address, creating it if needed. The snapshot
@@ -61,6 +65,23 @@ func (r *registry) removeLocked(b *bucket) {
 		panic("connpool: bug: removing unknown bucket " + b.address)
 	}
 	delete(r.all, b.address)
+	r.retired.add(b.counters)
+}
+
+// finishDrain forgets a draining bucket once it is empty.
+func (r *registry) finishDrain(b *bucket) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, ok := r.draining[b]; !ok {
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.emptyLocked() {
+		return
+	}
+	b.dropped = true
+	delete(r.draining, b)
 	r.retired.add(b.counters)
 }
 

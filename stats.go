@@ -41,6 +41,9 @@ type Counters struct {
 	// ClosedValidatorFailed counts idle conns the WithValidator function
 	// rejected.
 	ClosedValidatorFailed int64 `json:"closed_validator_failed"`
+	// ClosedDrained counts conns closed by Pool.Drain: idle ones at once,
+	// in-use ones when returned.
+	ClosedDrained int64 `json:"closed_drained"`
 	// ClosedForNew counts conns closed on Close because the only checkouts
 	// waiting for their address came from New, which needs a slot to dial
 	// rather than a used conn.
@@ -60,6 +63,7 @@ func (c *Counters) add(o Counters) {
 	c.ClosedBucketFull += o.ClosedBucketFull
 	c.ClosedIdleCapEvicted += o.ClosedIdleCapEvicted
 	c.ClosedForNew += o.ClosedForNew
+	c.ClosedDrained += o.ClosedDrained
 	c.ClosedDeadAtCheckout += o.ClosedDeadAtCheckout
 	c.ClosedValidatorFailed += o.ClosedValidatorFailed
 	c.Released += o.Released
@@ -119,6 +123,12 @@ func (p *Pool) Stats() Stats {
 		s.Destinations = append(s.Destinations, b.statsLocked())
 		b.mu.Unlock()
 	}
+	for b := range r.draining {
+		b.mu.Lock()
+		d := b.statsLocked()
+		b.mu.Unlock()
+		s.Destinations = mergeDestination(s.Destinations, d)
+	}
 	r.mu.Unlock()
 
 	slices.SortFunc(s.Destinations, func(a, b DestinationStats) int {
@@ -133,6 +143,22 @@ func (p *Pool) Stats() Stats {
 		s.Counters.add(d.Counters)
 	}
 	return s
+}
+
+// mergeDestination adds the counts of a draining bucket to those of the
+// bucket that replaced it for the same address, if any.
+func mergeDestination(ds []DestinationStats, d DestinationStats) []DestinationStats {
+	for i := range ds {
+		if ds[i].Address == d.Address {
+			ds[i].Total += d.Total
+			ds[i].Idle += d.Idle
+			ds[i].InUse += d.InUse
+			ds[i].Waiting += d.Waiting
+			ds[i].Counters.add(d.Counters)
+			return ds
+		}
+	}
+	return append(ds, d)
 }
 
 // String formats the snapshot as one line for the pool and one per address.

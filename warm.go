@@ -104,7 +104,7 @@ func (b *bucket) reserveWarm(target int) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	switch {
-	case b.dropped:
+	case b.dropped || b.draining:
 		return errBucketDropped
 	case b.pool.closed.Load():
 		return ErrClosed
