@@ -1,0 +1,169 @@
+package balancer_test
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/seed73091bf1/connpool/balancer"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func endpoints(n int) []balancer.Endpoint {
+	eps := make([]balancer.Endpoint, n)
+	for i := range eps {
+		eps[i] = balancer.Endpoint{Address: "10.0.0." + strconv.Itoa(i) + ":80"}
+	}
+	return eps
+}
+
+// picks counts the addresses of n picks.
+func picks(t testing.TB, b balancer.Balancer, n int) map[string]int {
+	t.Helper()
+	counts := map[string]int{}
+	for range n {
+		addr, done, err := b.Pick(context.Background())
+		require.NoError(t, err)
+		done(nil)
+		counts[addr]++
+	}
+	return counts
+}
+
+func TestValidateRejectsBadEndpoints(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		eps  []balancer.Endpoint
+		want string
+	}{
+		{"empty address", []balancer.Endpoint{{Address: ""}}, "empty address"},
+		{"negative weight", []balancer.Endpoint{{Address: "a:1", Weight: -1}}, "negative weight -1"},
+		{"duplicate", []balancer.Endpoint{{Address: "a:1"}, {Address: "a:1"}}, "given twice"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			err := balancer.Validate(tt.eps)
+			assert.ErrorIs(t, err, balancer.ErrInvalidEndpoint)
+			assert.ErrorContains(t, err, tt.want)
+		})
+	}
+	assert.NoError(t, balancer.Validate(endpoints(3)))
+}
+
+func TestPoliciesReturnErrNoEndpointsWhenEmpty(t *testing.T) {
+	for name, b := range map[string]balancer.Balancer{
+		"RoundRobin": balancer.NewRoundRobin(nil),
+		"Random":     balancer.NewRandom(nil),
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, _, err := b.Pick(context.Background())
+			assert.ErrorIs(t, err, balancer.ErrNoEndpoints)
+			// Invalid endpoints are left out, so this set is empty too.
+			b.Update([]balancer.Endpoint{{Address: ""}, {Address: "x:1", Weight: -3}})
+			_, _, err = b.Pick(context.Background())
+			assert.ErrorIs(t, err, balancer.ErrNoEndpoints)
+		})
+	}
+}
+
+func TestRoundRobinGivesExactSharesOverAFullCycle(t *testing.T) {
+	for _, n := range []int{1, 3, 7} {
+		t.Run(fmt.Sprintf("Endpoints=%d", n), func(t *testing.T) {
+			rr := balancer.NewRoundRobin(endpoints(n))
+			counts := picks(t, rr, 100*n)
+			require.Len(t, counts, n)
+			for addr, c := range counts {
+				assert.Equal(t, 100, c, addr)
+			}
+		})
+	}
+}
+
+func TestRoundRobinStartsAtARandomEndpoint(t *testing.T) {
+	firsts := map[string]bool{}
+	for range 200 {
+		rr := balancer.NewRoundRobin(endpoints(4))
+		addr, _, err := rr.Pick(context.Background())
+		require.NoError(t, err)
+		firsts[addr] = true
+	}
+	// The chance that 200 random starts miss one of 4 endpoints is 4·(3/4)^200.
+	assert.Len(t, firsts, 4, "fresh balancers must not all start at the first endpoint")
+}
+
+func TestRoundRobinUpdateReplacesTheSet(t *testing.T) {
+	rr := balancer.NewRoundRobin(endpoints(3))
+	rr.Update([]balancer.Endpoint{{Address: "new:1"}, {Address: "new:2"}})
+	counts := picks(t, rr, 10)
+	assert.Equal(t, map[string]int{"new:1": 5, "new:2": 5}, counts)
+}
+
+func TestRandomSpreadsPicks(t *testing.T) {
+	r := balancer.NewRandom(endpoints(4))
+	counts := picks(t, r, 40000)
+	require.Len(t, counts, 4)
+	for addr, c := range counts {
+		// 10,000 expected; 6 standard deviations is about ±520.
+		assert.InDelta(t, 10000, c, 1000, addr)
+	}
+}
+
+func TestPicksAllocateNothing(t *testing.T) {
+	ctx := context.Background()
+	for name, b := range map[string]balancer.Balancer{
+		"RoundRobin": balancer.NewRoundRobin(endpoints(10)),
+		"Random":     balancer.NewRandom(endpoints(10)),
+	} {
+		allocs := testing.AllocsPerRun(1000, func() {
+			_, done, _ := b.Pick(ctx)
+			done(nil)
+		})
+		assert.Zero(t, allocs, name)
+	}
+}
+
+func TestKeyTravelsInTheContext(t *testing.T) {
+	_, ok := balancer.KeyFrom(context.Background())
+	assert.False(t, ok)
+	key, ok := balancer.KeyFrom(balancer.WithKey(context.Background(), "user:42"))
+	assert.True(t, ok)
+	assert.Equal(t, "user:42", key)
+}
+
+// BenchmarkPick measures Pick plus done at several endpoint counts.
+func BenchmarkPick(b *testing.B) {
+	ctx := context.Background()
+	for _, policy := range []struct {
+		name string
+		make func([]balancer.Endpoint) balancer.Balancer
+	}{
+		{"RoundRobin", func(eps []balancer.Endpoint) balancer.Balancer { return balancer.NewRoundRobin(eps) }},
+		{"Random", func(eps []balancer.Endpoint) balancer.Balancer { return balancer.NewRandom(eps) }},
+	} {
+		for _, n := range []int{10, 100, 1000} {
+			bal := policy.make(endpoints(n))
+			name := fmt.Sprintf("%s/Endpoints=%d", policy.name, n)
+			b.Run(name+"/Serial", func(b *testing.B) {
+				b.ReportAllocs()
+				for b.Loop() {
+					_, done, _ := bal.Pick(ctx)
+					done(nil)
+				}
+			})
+			b.Run(name+"/Parallel", func(b *testing.B) {
+				b.ReportAllocs()
+				b.RunParallel(func(pb *testing.PB) {
+					for pb.Next() {
+						_, done, _ := bal.Pick(ctx)
+						done(nil)
+					}
+				})
+			})
+		}
+	}
+}
