@@ -78,19 +78,6 @@ func clean(endpoints []Endpoint) []Endpoint {
 	return out
 }
 
-// addresses returns the addresses of the valid endpoints, in order.
-func addresses(endpoints []Endpoint) []string {
-	eps := clean(endpoints)
-	addrs := make([]string, len(eps))
-	for i, ep := range eps {
-		addrs[i] = ep.Address
-	}
-	return addrs
-}
-
-// noop is the done function of policies that keep no per-request state.
-func noop(error) {}
-
 // keyContext carries a request's key for hashing policies.
 type keyContext struct{}
 

@@ -3,32 +3,33 @@ package balancer
 import (
 	"context"
 	"math/rand/v2"
-	"sync/atomic"
 )
 
-// Random picks an endpoint uniformly at random. It ignores weights.
+// Random picks an endpoint uniformly at random among those not ejected. It
+// ignores weights.
 type Random struct {
-	addrs atomic.Pointer[[]string] // immutable snapshot
+	set *endpointSet
 }
 
 // NewRandom returns a balancer that picks uniformly at random.
-func NewRandom(endpoints []Endpoint) *Random {
-	r := &Random{}
+func NewRandom(endpoints []Endpoint, opts ...Option) *Random {
+	r := &Random{set: newEndpointSet(opts)}
 	r.Update(endpoints)
 	return r
 }
 
-// Pick returns a random endpoint. It takes no lock and allocates nothing.
+// Pick returns a random endpoint that is not ejected. It takes no lock and
+// allocates nothing.
 func (r *Random) Pick(context.Context) (string, func(error), error) {
-	addrs := *r.addrs.Load()
-	if len(addrs) == 0 {
+	eps := r.set.snap.Load().eps
+	if len(eps) == 0 {
 		return "", nil, ErrNoEndpoints
 	}
-	return addrs[rand.IntN(len(addrs))], noop, nil
+	return usable(eps, rand.IntN(len(eps))).pick()
 }
 
 // Update replaces the endpoints.
-func (r *Random) Update(endpoints []Endpoint) {
-	addrs := addresses(endpoints)
-	r.addrs.Store(&addrs)
-}
+func (r *Random) Update(endpoints []Endpoint) { r.set.update(endpoints) }
+
+// States reports each endpoint's state.
+func (r *Random) States() []State { return r.set.states() }

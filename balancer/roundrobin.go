@@ -6,36 +6,39 @@ import (
 	"sync/atomic"
 )
 
-// RoundRobin picks endpoints in turn. It ignores weights.
+// RoundRobin picks endpoints in turn, skipping ejected ones. It ignores
+// weights.
 type RoundRobin struct {
-	addrs atomic.Pointer[[]string] // immutable snapshot
-	next  atomic.Uint64
+	set  *endpointSet
+	next atomic.Uint64
 }
 
 // NewRoundRobin returns a round-robin balancer over endpoints. The turn
 // starts at a random endpoint, and again after every Update, so that many
 // clients started or updated together do not all send their first requests
 // to the same backend.
-func NewRoundRobin(endpoints []Endpoint) *RoundRobin {
-	rr := &RoundRobin{}
+func NewRoundRobin(endpoints []Endpoint, opts ...Option) *RoundRobin {
+	rr := &RoundRobin{set: newEndpointSet(opts)}
 	rr.Update(endpoints)
 	return rr
 }
 
-// Pick returns the next endpoint in turn. It takes no lock and allocates
-// nothing.
+// Pick returns the next endpoint in turn that is not ejected. It takes no
+// lock and allocates nothing.
 func (rr *RoundRobin) Pick(context.Context) (string, func(error), error) {
-	addrs := *rr.addrs.Load()
-	if len(addrs) == 0 {
+	eps := rr.set.snap.Load().eps
+	if len(eps) == 0 {
 		return "", nil, ErrNoEndpoints
 	}
 	i := rr.next.Add(1) - 1
-	return addrs[i%uint64(len(addrs))], noop, nil
+	return usable(eps, int(i%uint64(len(eps)))).pick()
 }
 
 // Update replaces the endpoints and restarts the turn at a random one.
 func (rr *RoundRobin) Update(endpoints []Endpoint) {
-	addrs := addresses(endpoints)
-	rr.addrs.Store(&addrs)
+	rr.set.update(endpoints)
 	rr.next.Store(rand.Uint64())
 }
+
+// States reports each endpoint's state.
+func (rr *RoundRobin) States() []State { return rr.set.states() }

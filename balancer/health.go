@@ -1,0 +1,117 @@
+package balancer
+
+import (
+	"math/rand/v2"
+	"sync/atomic"
+	"time"
+)
+
+// Option configures a balancer.
+type Option func(*config)
+
+type config struct {
+	threshold int           // consecutive failures that eject
+	base, max time.Duration // ejection time: base × ejections, at most max
+	maxShare  float64       // most endpoints ejected at once, as a share
+}
+
+func defaults() config {
+	return config{threshold: 5, base: 30 * time.Second, max: 300 * time.Second, maxShare: 0.5}
+}
+
+// WithEjection sets passive health checking: after threshold consecutive
+// failed requests (done called with an error), an endpoint is ejected, not
+// picked, for base × the number of times it has been ejected, at most max,
+// with ±10% jitter. A success resets both counts. Defaults: 5, 30 s, 300 s.
+// A threshold of 0 turns ejection off; negative values are treated as 0.
+func WithEjection(threshold int, base, max time.Duration) Option {
+	return func(c *config) {
+		c.threshold = max0(threshold)
+		c.base, c.max = base, max
+	}
+}
+
+// WithMaxEjectedShare caps the share of endpoints ejected at once (default
+// 0.5). Failures that would eject more are ignored, and if every endpoint a
+// pick could use is ejected, health is ignored rather than failing the
+// request ("panic mode"). Values are clamped to [0, 1].
+func WithMaxEjectedShare(share float64) Option {
+	return func(c *config) { c.maxShare = min(max(share, 0), 1) }
+}
+
+func max0(n int) int { return max(n, 0) }
+
+// endpoint is the state of one address, kept across Updates while the
+// address stays.
+type endpoint struct {
+	address string
+	weight  int
+	set     *endpointSet
+
+	inflight     atomic.Int64
+	failures     atomic.Int64 // consecutive
+	ejections    atomic.Int64 // since the last success
+	ejected      atomic.Bool
+	ejectedUntil atomic.Int64 // unix nanoseconds, for State
+
+	done func(error) // ep.finish, bound once so that picks allocate nothing
+}
+
+// pick marks the start of a request on ep and returns its done function.
+func (ep *endpoint) pick() (string, func(error), error) {
+	ep.inflight.Add(1)
+	return ep.address, ep.done, nil
+}
+
+// finish ends a request on ep with its outcome.
+func (ep *endpoint) finish(err error) {
+	ep.inflight.Add(-1)
+	if err == errNotUsed {
+		return
+	}
+	if err == nil {
+		ep.failures.Store(0)
+		ep.ejections.Store(0)
+		return
+	}
+	c := &ep.set.cfg
+	if c.threshold > 0 && ep.failures.Add(1) >= int64(c.threshold) {
+		ep.set.eject(ep)
+	}
+}
+
+// State describes one endpoint, for display.
+type State struct {
+	Address             string
+	Weight              int
+	InFlight            int64
+	ConsecutiveFailures int64
+	Ejected             bool
+	EjectedUntil        time.Time // zero unless ejected
+}
+
+// eject takes ep out of rotation for a while, unless that would eject more
+// than the allowed share of endpoints.
+func (s *endpointSet) eject(ep *endpoint) {
+	n := len(s.snap.Load().eps)
+	if float64(s.ejectedCount.Load()+1) > s.cfg.maxShare*float64(n) {
+		return
+	}
+	if !ep.ejected.CompareAndSwap(false, true) {
+		return
+	}
+	s.ejectedCount.Add(1)
+	k := ep.ejections.Add(1)
+	d := min(time.Duration(k)*s.cfg.base, s.cfg.max)
+	d += time.Duration(rand.Int64N(int64(d)/5+1)) - d/10 // ±10%
+	ep.ejectedUntil.Store(time.Now().Add(d).UnixNano())
+	ep.failures.Store(0)
+	time.AfterFunc(d, func() { s.readmit(ep) })
+}
+
+// readmit puts ep back in rotation when its ejection ends.
+func (s *endpointSet) readmit(ep *endpoint) {
+	if ep.ejected.CompareAndSwap(true, false) {
+		s.ejectedCount.Add(-1)
+	}
+}

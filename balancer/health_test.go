@@ -1,0 +1,128 @@
+package balancer_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/seed73091bf1/connpool/balancer"
+)
+
+var errRequest = errors.New("request failed")
+
+// fail reports n failures for addr, picking until addr comes up.
+func fail(t *testing.T, b balancer.Balancer, addr string, n int) {
+	t.Helper()
+	for n > 0 {
+		got, done, err := b.Pick(context.Background())
+		require.NoError(t, err)
+		if got == addr {
+			done(errRequest)
+			n--
+		} else {
+			done(nil)
+		}
+	}
+}
+
+func state(states []balancer.State, addr string) balancer.State {
+	for _, s := range states {
+		if s.Address == addr {
+			return s
+		}
+	}
+	return balancer.State{}
+}
+
+func TestEjectionAfterConsecutiveFailuresAndReadmission(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		rr := balancer.NewRoundRobin(endpoints(4), balancer.WithEjection(3, time.Second, 10*time.Second))
+		dead := "10.0.0.2:80"
+		fail(t, rr, dead, 3)
+		s := state(rr.States(), dead)
+		require.True(t, s.Ejected)
+		assert.WithinDuration(t, time.Now().Add(time.Second), s.EjectedUntil, 100*time.Millisecond+time.Nanosecond)
+
+		counts := picks(t, rr, 300)
+		assert.Zero(t, counts[dead], "an ejected endpoint is not picked")
+		assert.Len(t, counts, 3)
+
+		time.Sleep(1100 * time.Millisecond) // past base plus the 10% jitter
+		synctest.Wait()
+		assert.False(t, state(rr.States(), dead).Ejected, "re-admitted when its time is up")
+
+		// Failing again before any success: the second ejection lasts twice
+		// as long.
+		fail(t, rr, dead, 3)
+		s = state(rr.States(), dead)
+		require.True(t, s.Ejected)
+		assert.WithinDuration(t, time.Now().Add(2*time.Second), s.EjectedUntil, 200*time.Millisecond+time.Nanosecond)
+		time.Sleep(2200 * time.Millisecond)
+		synctest.Wait()
+		assert.False(t, state(rr.States(), dead).Ejected)
+		assert.Equal(t, 100, picks(t, rr, 400)[dead], "picked again in turn")
+	})
+}
+
+func TestSuccessResetsTheFailureCount(t *testing.T) {
+	rr := balancer.NewRoundRobin(endpoints(2), balancer.WithEjection(3, time.Hour, time.Hour))
+	addr := "10.0.0.0:80"
+	fail(t, rr, addr, 2)
+	assert.EqualValues(t, 2, state(rr.States(), addr).ConsecutiveFailures)
+	for {
+		got, done, err := rr.Pick(context.Background())
+		require.NoError(t, err)
+		done(nil)
+		if got == addr {
+			break
+		}
+	}
+	fail(t, rr, addr, 2)
+	assert.False(t, state(rr.States(), addr).Ejected, "2 + 2 failures with a success between do not eject")
+}
+
+func TestAtMostTheAllowedShareIsEjected(t *testing.T) {
+	rr := balancer.NewRoundRobin(endpoints(4), balancer.WithEjection(1, time.Hour, time.Hour))
+	for _, ep := range endpoints(4) {
+		fail(t, rr, ep.Address, 1)
+	}
+	ejected := 0
+	for _, s := range rr.States() {
+		if s.Ejected {
+			ejected++
+		}
+	}
+	assert.Equal(t, 2, ejected, "the default share is half")
+}
+
+func TestPanicModeIgnoresHealthWhenEverythingIsEjected(t *testing.T) {
+	for name, b := range map[string]balancer.Balancer{
+		"RoundRobin": balancer.NewRoundRobin(endpoints(3), balancer.WithEjection(1, time.Hour, time.Hour), balancer.WithMaxEjectedShare(1)),
+		"Random":     balancer.NewRandom(endpoints(3), balancer.WithEjection(1, time.Hour, time.Hour), balancer.WithMaxEjectedShare(1)),
+	} {
+		t.Run(name, func(t *testing.T) {
+			for _, ep := range endpoints(3) {
+				fail(t, b, ep.Address, 1)
+			}
+			counts := picks(t, b, 30)
+			assert.Len(t, counts, 3, "every endpoint is still picked rather than failing")
+		})
+	}
+}
+
+func TestUpdateKeepsTheStateOfKeptAddresses(t *testing.T) {
+	rr := balancer.NewRoundRobin(endpoints(4), balancer.WithEjection(1, time.Hour, time.Hour))
+	kept := "10.0.0.1:80"
+	fail(t, rr, kept, 1)
+	require.True(t, state(rr.States(), kept).Ejected)
+
+	rr.Update([]balancer.Endpoint{{Address: kept}, {Address: "10.0.0.3:80"}, {Address: "new:80", Weight: 2}})
+	assert.True(t, state(rr.States(), kept).Ejected, "ejection survives the update")
+	assert.Equal(t, 2, state(rr.States(), "new:80").Weight)
+	assert.Zero(t, picks(t, rr, 30)[kept])
+}

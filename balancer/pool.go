@@ -1,0 +1,139 @@
+package balancer
+
+import (
+	"context"
+	"errors"
+	"net"
+	"slices"
+	"sync"
+	"sync/atomic"
+
+	"github.com/seed73091bf1/connpool"
+)
+
+var (
+	// errReleased is the outcome reported for a conn its holder released.
+	errReleased = errors.New("balancer: conn released")
+	// errNotUsed ends a pick that was not used; it counts as neither
+	// success nor failure.
+	errNotUsed = errors.New("balancer: pick not used")
+)
+
+// Pool puts a Balancer in front of a connpool.Pool: Get picks an address and
+// checks out a conn to it, retrying on other addresses when dials fail, and
+// the conn reports the request's outcome back to the balancer when it ends.
+type Pool struct {
+	p        *connpool.Pool
+	b        Balancer
+	attempts int
+
+	mu    sync.Mutex // protects addrs; serialises Update
+	addrs map[string]bool
+}
+
+// PoolOption configures a Pool.
+type PoolOption func(*Pool)
+
+// WithAttempts sets how many addresses Get tries when dials fail (default 3;
+// values below 1 mean 1).
+func WithAttempts(n int) PoolOption {
+	return func(bp *Pool) { bp.attempts = max(n, 1) }
+}
+
+// NewPool returns a Pool that picks with b and checks out conns from p.
+// Call Update to set the endpoints, so that removed addresses are drained
+// from p.
+func NewPool(p *connpool.Pool, b Balancer, opts ...PoolOption) *Pool {
+	bp := &Pool{p: p, b: b, attempts: 3, addrs: map[string]bool{}}
+	for _, opt := range opts {
+		opt(bp)
+	}
+	return bp
+}
+
+// Get picks an address and returns a conn to it. If the dial fails, the
+// failure is reported to the balancer and Get picks again, skipping
+// addresses that already failed in this call, up to the attempt limit. The
+// conn is a *Conn, which wraps a *connpool.Conn: Close reports success and
+// Release failure to the balancer.
+func (bp *Pool) Get(ctx context.Context) (net.Conn, error) {
+	var failed []string
+	var lastErr error
+	for attempt := 0; attempt < bp.attempts; attempt++ {
+		addr, done, err := bp.pickExcluding(ctx, failed)
+		if err != nil {
+			if lastErr != nil {
+				return nil, lastErr
+			}
+			return nil, err
+		}
+		c, err := bp.p.GetContext(ctx, addr)
+		if err == nil {
+			return &Conn{Conn: c.(*connpool.Conn), done: done}, nil
+		}
+		done(err)
+		var de *connpool.DialError
+		if !errors.As(err, &de) {
+			return nil, err // closed pool, context, wait timeout: not the backend's fault
+		}
+		failed = append(failed, addr)
+		lastErr = err
+	}
+	return nil, lastErr
+}
+
+// pickExcluding picks an address not in failed, trying a few times before
+// settling for one that is.
+func (bp *Pool) pickExcluding(ctx context.Context, failed []string) (string, func(error), error) {
+	for tries := 0; ; tries++ {
+		addr, done, err := bp.b.Pick(ctx)
+		if err != nil || !slices.Contains(failed, addr) || tries >= 8 {
+			return addr, done, err
+		}
+		done(errNotUsed)
+	}
+}
+
+// Update sets the endpoints of the balancer and drains the addresses that
+// left from the connection pool.
+func (bp *Pool) Update(endpoints []Endpoint) {
+	bp.mu.Lock()
+	defer bp.mu.Unlock()
+	bp.b.Update(endpoints)
+	next := make(map[string]bool, len(endpoints))
+	for _, ep := range clean(endpoints) {
+		next[ep.Address] = true
+	}
+	for addr := range bp.addrs {
+		if !next[addr] {
+			bp.p.Drain(addr)
+		}
+	}
+	bp.addrs = next
+}
+
+// Conn is a pooled conn checked out through a Pool. It embeds the
+// *connpool.Conn, so Read, Write, Reused and the rest work as there.
+type Conn struct {
+	*connpool.Conn
+	done  func(error)
+	ended atomic.Bool
+}
+
+// Close returns the conn to the pool and reports success to the balancer.
+func (c *Conn) Close() error {
+	err := c.Conn.Close()
+	if c.ended.CompareAndSwap(false, true) {
+		c.done(nil)
+	}
+	return err
+}
+
+// Release closes the conn and reports failure to the balancer.
+func (c *Conn) Release() error {
+	err := c.Conn.Release()
+	if c.ended.CompareAndSwap(false, true) {
+		c.done(errReleased)
+	}
+	return err
+}
