@@ -1,0 +1,138 @@
+package balancer_test
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/seed73091bf1/connpool"
+	"github.com/seed73091bf1/connpool/balancer"
+	"github.com/seed73091bf1/connpool/internal/testnet"
+)
+
+func newConnPool(t *testing.T) *connpool.Pool {
+	t.Helper()
+	dial := func(address string) (net.Conn, error) { return net.DialTimeout("tcp", address, time.Second) }
+	p, err := connpool.New(dial, 4, time.Minute)
+	require.NoError(t, err)
+	t.Cleanup(func() { p.Close() })
+	return p
+}
+
+func destination(p *connpool.Pool, addr string) connpool.DestinationStats {
+	for _, d := range p.Stats().Destinations {
+		if d.Address == addr {
+			return d
+		}
+	}
+	return connpool.DestinationStats{}
+}
+
+func TestPoolSurvivesADeadBackendAndReadmitsIt(t *testing.T) {
+	var servers []*testnet.EchoServer
+	var eps []balancer.Endpoint
+	for range 4 {
+		srv := testnet.StartFault(t, testnet.Faults{})
+		servers = append(servers, srv)
+		eps = append(eps, balancer.Endpoint{Address: srv.Addr()})
+	}
+	p := newConnPool(t)
+	rr := balancer.NewRoundRobin(nil, balancer.WithEjection(2, 50*time.Millisecond, time.Second))
+	bp := balancer.NewPool(p, rr)
+	bp.Update(eps)
+
+	request := func(i int) {
+		t.Helper()
+		c, err := bp.Get(context.Background())
+		require.NoError(t, err, "request %d", i)
+		require.NoError(t, testnet.RoundTrip(c, fmt.Sprint(i)), "request %d", i)
+		require.NoError(t, c.Close())
+	}
+	for i := range 40 {
+		request(i)
+	}
+
+	dead := servers[1]
+	dead.Refuse() // its sessions close and its dials are refused
+	for i := range 200 {
+		request(i) // none fails: dead conns are discarded, failed dials retried elsewhere
+	}
+	require.True(t, state(rr.States(), dead.Addr()).Ejected, "the dead backend is ejected")
+	errsWhileEjected := destination(p, dead.Addr()).DialErrors
+	for i := range 40 {
+		request(i)
+	}
+	if state(rr.States(), dead.Addr()).Ejected {
+		assert.Equal(t, errsWhileEjected, destination(p, dead.Addr()).DialErrors, "no dials while ejected")
+	}
+
+	require.NoError(t, dead.Restart())
+	deadline := time.Now().Add(10 * time.Second)
+	for i := 0; destination(p, dead.Addr()).Reuses+destination(p, dead.Addr()).Dials == 0 ||
+		destination(p, dead.Addr()).Total == 0; i++ {
+		require.False(t, time.Now().After(deadline), "the backend is never picked again")
+		request(i)
+		time.Sleep(time.Millisecond) // let the ejection run out
+	}
+	assert.False(t, state(rr.States(), dead.Addr()).Ejected)
+}
+
+func TestPoolConnReportsItsOutcome(t *testing.T) {
+	srv := testnet.StartEcho(t)
+	p := newConnPool(t)
+	rr := balancer.NewRoundRobin(nil, balancer.WithEjection(5, time.Hour, time.Hour))
+	bp := balancer.NewPool(p, rr)
+	bp.Update([]balancer.Endpoint{{Address: srv.Addr()}})
+
+	c, err := bp.Get(context.Background())
+	require.NoError(t, err)
+	bc, ok := c.(*balancer.Conn)
+	require.True(t, ok)
+	assert.Equal(t, srv.Addr(), bc.Address(), "the embedded *connpool.Conn works")
+	assert.EqualValues(t, 1, state(rr.States(), srv.Addr()).InFlight)
+	require.NoError(t, bc.Release())
+	assert.ErrorIs(t, bc.Release(), net.ErrClosed)
+	s := state(rr.States(), srv.Addr())
+	assert.EqualValues(t, 1, s.ConsecutiveFailures, "Release reports a failure, once")
+	assert.EqualValues(t, 0, s.InFlight)
+
+	c, err = bp.Get(context.Background())
+	require.NoError(t, err)
+	require.NoError(t, c.Close())
+	assert.EqualValues(t, 0, state(rr.States(), srv.Addr()).ConsecutiveFailures, "Close reports success")
+}
+
+func TestPoolUpdateDrainsRemovedAddresses(t *testing.T) {
+	a, b := testnet.StartEcho(t), testnet.StartEcho(t)
+	p := newConnPool(t)
+	bp := balancer.NewPool(p, balancer.NewRoundRobin(nil))
+	bp.Update([]balancer.Endpoint{{Address: a.Addr()}, {Address: b.Addr()}})
+	for range 4 {
+		c, err := bp.Get(context.Background())
+		require.NoError(t, err)
+		require.NoError(t, testnet.RoundTrip(c, "x"))
+		require.NoError(t, c.Close())
+	}
+	require.Positive(t, destination(p, a.Addr()).Idle)
+
+	bp.Update([]balancer.Endpoint{{Address: b.Addr()}})
+	assert.Zero(t, destination(p, a.Addr()).Total, "the removed address is drained")
+	assert.Positive(t, p.Stats().ClosedDrained)
+	for range 4 {
+		c, err := bp.Get(context.Background())
+		require.NoError(t, err)
+		assert.Equal(t, b.Addr(), c.(*balancer.Conn).Address())
+		require.NoError(t, c.Close())
+	}
+}
+
+func TestPoolWithNoEndpoints(t *testing.T) {
+	bp := balancer.NewPool(newConnPool(t), balancer.NewRandom(nil))
+	_, err := bp.Get(context.Background())
+	assert.ErrorIs(t, err, balancer.ErrNoEndpoints)
+}
