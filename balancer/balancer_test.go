@@ -57,8 +57,9 @@ func TestValidateRejectsBadEndpoints(t *testing.T) {
 
 func TestPoliciesReturnErrNoEndpointsWhenEmpty(t *testing.T) {
 	for name, b := range map[string]balancer.Balancer{
-		"RoundRobin": balancer.NewRoundRobin(nil),
-		"Random":     balancer.NewRandom(nil),
+		"RoundRobin":   balancer.NewRoundRobin(nil),
+		"Random":       balancer.NewRandom(nil),
+		"LeastRequest": balancer.NewLeastRequest(nil),
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, _, err := b.Pick(context.Background())
@@ -116,8 +117,9 @@ func TestRandomSpreadsPicks(t *testing.T) {
 func TestPicksAllocateNothing(t *testing.T) {
 	ctx := context.Background()
 	for name, b := range map[string]balancer.Balancer{
-		"RoundRobin": balancer.NewRoundRobin(endpoints(10)),
-		"Random":     balancer.NewRandom(endpoints(10)),
+		"RoundRobin":   balancer.NewRoundRobin(endpoints(10)),
+		"Random":       balancer.NewRandom(endpoints(10)),
+		"LeastRequest": balancer.NewLeastRequest(endpoints(10)),
 	} {
 		allocs := testing.AllocsPerRun(1000, func() {
 			_, done, _ := b.Pick(ctx)
@@ -144,6 +146,7 @@ func BenchmarkPick(b *testing.B) {
 	}{
 		{"RoundRobin", func(eps []balancer.Endpoint) balancer.Balancer { return balancer.NewRoundRobin(eps) }},
 		{"Random", func(eps []balancer.Endpoint) balancer.Balancer { return balancer.NewRandom(eps) }},
+		{"LeastRequest", func(eps []balancer.Endpoint) balancer.Balancer { return balancer.NewLeastRequest(eps) }},
 	} {
 		for _, n := range []int{10, 100, 1000} {
 			bal := policy.make(endpoints(n))
@@ -166,4 +169,53 @@ func BenchmarkPick(b *testing.B) {
 			})
 		}
 	}
+}
+
+// maxOverMean loads balls into bins with b: each pick stays in flight, so
+// the policy sees the load it made, and returns the most loaded bin's count
+// over the mean.
+func maxOverMean(t *testing.T, b balancer.Balancer, bins, balls int) float64 {
+	t.Helper()
+	counts := map[string]int{}
+	var dones []func(error)
+	for range balls {
+		addr, done, err := b.Pick(context.Background())
+		require.NoError(t, err)
+		counts[addr]++
+		dones = append(dones, done)
+	}
+	for _, done := range dones {
+		done(nil)
+	}
+	most := 0
+	for _, c := range counts {
+		most = max(most, c)
+	}
+	return float64(most) / (float64(balls) / float64(bins))
+}
+
+func TestLeastRequestBalancesLoadBetterThanRandom(t *testing.T) {
+	const bins, balls = 100, 1000
+	lr := maxOverMean(t, balancer.NewLeastRequest(endpoints(bins)), bins, balls)
+	rnd := maxOverMean(t, balancer.NewRandom(endpoints(bins)), bins, balls)
+	t.Logf("max/mean: least request %.2f, random %.2f", lr, rnd)
+	assert.Less(t, lr, rnd)
+	assert.LessOrEqual(t, lr, 1.5, "two choices keep the fullest bin near the mean")
+}
+
+func TestLeastRequestComparesBothOfTwoEndpoints(t *testing.T) {
+	lr := balancer.NewLeastRequest(endpoints(2))
+	_, doneA, err := lr.Pick(context.Background())
+	require.NoError(t, err)
+	// The other endpoint is idle, so every pick goes there until it is
+	// equally loaded.
+	addr, doneB, err := lr.Pick(context.Background())
+	require.NoError(t, err)
+	first := state(lr.States(), addr)
+	assert.EqualValues(t, 1, first.InFlight)
+	for _, s := range lr.States() {
+		assert.EqualValues(t, 1, s.InFlight)
+	}
+	doneA(nil)
+	doneB(nil)
 }

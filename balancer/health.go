@@ -70,8 +70,14 @@ func (ep *endpoint) finish(err error) {
 		return
 	}
 	if err == nil {
-		ep.failures.Store(0)
-		ep.ejections.Store(0)
+		// Load first: most requests succeed, and a store would dirty a
+		// cache line that other cores read.
+		if ep.failures.Load() != 0 {
+			ep.failures.Store(0)
+		}
+		if ep.ejections.Load() != 0 {
+			ep.ejections.Store(0)
+		}
 		return
 	}
 	c := &ep.set.cfg
