@@ -57,9 +57,10 @@ func TestValidateRejectsBadEndpoints(t *testing.T) {
 
 func TestPoliciesReturnErrNoEndpointsWhenEmpty(t *testing.T) {
 	for name, b := range map[string]balancer.Balancer{
-		"RoundRobin":   balancer.NewRoundRobin(nil),
-		"Random":       balancer.NewRandom(nil),
-		"LeastRequest": balancer.NewLeastRequest(nil),
+		"RoundRobin":         balancer.NewRoundRobin(nil),
+		"Random":             balancer.NewRandom(nil),
+		"LeastRequest":       balancer.NewLeastRequest(nil),
+		"WeightedRoundRobin": balancer.NewWeightedRoundRobin(nil),
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, _, err := b.Pick(context.Background())
@@ -117,9 +118,10 @@ func TestRandomSpreadsPicks(t *testing.T) {
 func TestPicksAllocateNothing(t *testing.T) {
 	ctx := context.Background()
 	for name, b := range map[string]balancer.Balancer{
-		"RoundRobin":   balancer.NewRoundRobin(endpoints(10)),
-		"Random":       balancer.NewRandom(endpoints(10)),
-		"LeastRequest": balancer.NewLeastRequest(endpoints(10)),
+		"RoundRobin":         balancer.NewRoundRobin(endpoints(10)),
+		"Random":             balancer.NewRandom(endpoints(10)),
+		"LeastRequest":       balancer.NewLeastRequest(endpoints(10)),
+		"WeightedRoundRobin": balancer.NewWeightedRoundRobin(endpoints(10)),
 	} {
 		allocs := testing.AllocsPerRun(1000, func() {
 			_, done, _ := b.Pick(ctx)
@@ -147,6 +149,7 @@ func BenchmarkPick(b *testing.B) {
 		{"RoundRobin", func(eps []balancer.Endpoint) balancer.Balancer { return balancer.NewRoundRobin(eps) }},
 		{"Random", func(eps []balancer.Endpoint) balancer.Balancer { return balancer.NewRandom(eps) }},
 		{"LeastRequest", func(eps []balancer.Endpoint) balancer.Balancer { return balancer.NewLeastRequest(eps) }},
+		{"WeightedRoundRobin", func(eps []balancer.Endpoint) balancer.Balancer { return balancer.NewWeightedRoundRobin(eps) }},
 	} {
 		for _, n := range []int{10, 100, 1000} {
 			bal := policy.make(endpoints(n))
