@@ -61,6 +61,8 @@ func TestPoliciesReturnErrNoEndpointsWhenEmpty(t *testing.T) {
 		"Random":             balancer.NewRandom(nil),
 		"LeastRequest":       balancer.NewLeastRequest(nil),
 		"WeightedRoundRobin": balancer.NewWeightedRoundRobin(nil),
+		"PeakEWMA":           balancer.NewPeakEWMA(nil),
+		"Maglev":             balancer.NewMaglev(nil),
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, _, err := b.Pick(context.Background())
@@ -150,6 +152,7 @@ func BenchmarkPick(b *testing.B) {
 		{"Random", func(eps []balancer.Endpoint) balancer.Balancer { return balancer.NewRandom(eps) }},
 		{"LeastRequest", func(eps []balancer.Endpoint) balancer.Balancer { return balancer.NewLeastRequest(eps) }},
 		{"WeightedRoundRobin", func(eps []balancer.Endpoint) balancer.Balancer { return balancer.NewWeightedRoundRobin(eps) }},
+		{"PeakEWMA", func(eps []balancer.Endpoint) balancer.Balancer { return balancer.NewPeakEWMA(eps) }},
 	} {
 		for _, n := range []int{10, 100, 1000} {
 			bal := policy.make(endpoints(n))

@@ -1,6 +1,7 @@
 package balancer
 
 import (
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -70,6 +71,7 @@ func (s *endpointSet) states() []State {
 			InFlight:            ep.inflight.Load(),
 			ConsecutiveFailures: ep.failures.Load(),
 			Ejected:             ep.ejected.Load(),
+			LatencyEWMA:         time.Duration(math.Float64frombits(ep.latency.bits.Load())),
 		}
 		if out[i].Ejected {
 			out[i].EjectedUntil = time.Unix(0, ep.ejectedUntil.Load())

@@ -13,10 +13,16 @@ type config struct {
 	threshold int           // consecutive failures that eject
 	base, max time.Duration // ejection time: base × ejections, at most max
 	maxShare  float64       // most endpoints ejected at once, as a share
+
+	decay          time.Duration // PeakEWMA
+	defaultLatency time.Duration // PeakEWMA
 }
 
 func defaults() config {
-	return config{threshold: 5, base: 30 * time.Second, max: 300 * time.Second, maxShare: 0.5}
+	return config{
+		threshold: 5, base: 30 * time.Second, max: 300 * time.Second, maxShare: 0.5,
+		decay: 10 * time.Second, defaultLatency: 10 * time.Millisecond,
+	}
 }
 
 // WithEjection sets passive health checking: after threshold consecutive
@@ -53,6 +59,7 @@ type endpoint struct {
 	ejections    atomic.Int64 // since the last success
 	ejected      atomic.Bool
 	ejectedUntil atomic.Int64 // unix nanoseconds, for State
+	latency      latency      // kept by PeakEWMA only
 
 	done func(error) // ep.finish, bound once so that picks allocate nothing
 }
@@ -93,7 +100,8 @@ type State struct {
 	InFlight            int64
 	ConsecutiveFailures int64
 	Ejected             bool
-	EjectedUntil        time.Time // zero unless ejected
+	EjectedUntil        time.Time     // zero unless ejected
+	LatencyEWMA         time.Duration // PeakEWMA's estimate; zero elsewhere or before a sample
 }
 
 // eject takes ep out of rotation for a while, unless that would eject more
