@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 
@@ -83,14 +84,21 @@ func (bp *Pool) Get(ctx context.Context) (net.Conn, error) {
 }
 
 // pickExcluding picks an address not in failed, trying a few times before
-// settling for one that is.
+// settling for one that is. A keyed request is re-keyed on each try, so a
+// consistent-hashing policy moves on to the key's next choice, the same one
+// in every client.
 func (bp *Pool) pickExcluding(ctx context.Context, failed []string) (string, func(error), error) {
+	key, keyed := KeyFrom(ctx)
+	pickCtx := ctx
 	for tries := 0; ; tries++ {
-		addr, done, err := bp.b.Pick(ctx)
+		addr, done, err := bp.b.Pick(pickCtx)
 		if err != nil || !slices.Contains(failed, addr) || tries >= 8 {
 			return addr, done, err
 		}
 		done(errNotUsed)
+		if keyed {
+			pickCtx = WithKey(ctx, key+"\x00"+strconv.Itoa(tries))
+		}
 	}
 }
 

@@ -136,3 +136,33 @@ func TestPoolWithNoEndpoints(t *testing.T) {
 	_, err := bp.Get(context.Background())
 	assert.ErrorIs(t, err, balancer.ErrNoEndpoints)
 }
+
+func TestPoolMovesAKeyedRequestOnWhenItsBackendIsDown(t *testing.T) {
+	var eps []balancer.Endpoint
+	var servers []*testnet.EchoServer
+	for range 3 {
+		srv := testnet.StartFault(t, testnet.Faults{})
+		servers = append(servers, srv)
+		eps = append(eps, balancer.Endpoint{Address: srv.Addr()})
+	}
+	p := newConnPool(t)
+	m := balancer.NewMaglev(nil)
+	bp := balancer.NewPool(p, m)
+	bp.Update(eps)
+
+	ctx := balancer.WithKey(context.Background(), "user:7")
+	c, err := bp.Get(ctx)
+	require.NoError(t, err)
+	home := c.(*balancer.Conn).Address()
+	require.NoError(t, c.Close())
+	for _, srv := range servers {
+		if srv.Addr() == home {
+			srv.Refuse()
+		}
+	}
+	c, err = bp.Get(ctx)
+	require.NoError(t, err, "the key's next choice serves it")
+	assert.NotEqual(t, home, c.(*balancer.Conn).Address())
+	require.NoError(t, testnet.RoundTrip(c, "x"))
+	require.NoError(t, c.Close())
+}

@@ -21,6 +21,7 @@ type EchoServer struct {
 	// Faults, set at start.
 	idleClose time.Duration // close a session idle this long; 0 never
 	silent    bool          // read requests, never answer
+	delay     time.Duration // wait this long before each reply
 
 	open     atomic.Int64
 	maxOpen  atomic.Int64
@@ -45,18 +46,30 @@ type Faults struct {
 	IdleClose time.Duration
 	// Silent makes the server accept and read but never answer.
 	Silent bool
+	// Delay makes every reply wait this long, like a slow backend.
+	Delay time.Duration
 }
 
 // StartFault starts an echo server with faults and stops it when the test
 // ends. Its methods inject more: ResetAll, InjectAll, Refuse and Restart.
 func StartFault(tb testing.TB, f Faults) *EchoServer {
 	tb.Helper()
-	s := &EchoServer{idleClose: f.IdleClose, silent: f.Silent, conns: make(map[net.Conn]struct{})}
-	if err := s.listen("127.0.0.1:0"); err != nil {
+	s, err := ListenFault("127.0.0.1:0", f)
+	if err != nil {
 		tb.Fatalf("testnet: %v", err)
 	}
 	tb.Cleanup(s.Close)
 	return s
+}
+
+// ListenFault starts an echo server with faults on address, for code
+// without a testing.TB such as the demo. The caller must Close it.
+func ListenFault(address string, f Faults) (*EchoServer, error) {
+	s := &EchoServer{idleClose: f.IdleClose, silent: f.Silent, delay: f.Delay, conns: make(map[net.Conn]struct{})}
+	if err := s.listen(address); err != nil {
+		return nil, err
+	}
+	return s, nil
 }
 
 // StartEcho starts an echo server and stops it, with all its sessions, when
@@ -223,6 +236,9 @@ func (s *EchoServer) session(c net.Conn) {
 		}
 		if s.silent {
 			continue
+		}
+		if s.delay > 0 {
+			time.Sleep(s.delay)
 		}
 		if _, err := c.Write(line); err != nil {
 			return
