@@ -40,6 +40,11 @@ var (
 
 	// ErrInvalidEndpoint is wrapped by Validate's errors.
 	ErrInvalidEndpoint = errors.New("balancer: invalid endpoint")
+
+	// ErrPickNotUsed is the outcome to pass to done for a pick that was
+	// not used for a request, such as a lookup of which endpoint a key maps
+	// to. It counts as neither success nor failure.
+	ErrPickNotUsed = errors.New("balancer: pick not used")
 )
 
 // Validate reports the first invalid endpoint: an empty address, a negative

@@ -73,7 +73,7 @@ func (ep *endpoint) pick() (string, func(error), error) {
 // finish ends a request on ep with its outcome.
 func (ep *endpoint) finish(err error) {
 	ep.inflight.Add(-1)
-	if err == errNotUsed {
+	if err == ErrPickNotUsed {
 		return
 	}
 	if err == nil {

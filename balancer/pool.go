@@ -15,9 +15,6 @@ import (
 var (
 	// errReleased is the outcome reported for a conn its holder released.
 	errReleased = errors.New("balancer: conn released")
-	// errNotUsed ends a pick that was not used; it counts as neither
-	// success nor failure.
-	errNotUsed = errors.New("balancer: pick not used")
 )
 
 // Pool puts a Balancer in front of a connpool.Pool: Get picks an address and
@@ -95,7 +92,7 @@ func (bp *Pool) pickExcluding(ctx context.Context, failed []string) (string, fun
 		if err != nil || !slices.Contains(failed, addr) || tries >= 8 {
 			return addr, done, err
 		}
-		done(errNotUsed)
+		done(ErrPickNotUsed)
 		if keyed {
 			pickCtx = WithKey(ctx, key+"\x00"+strconv.Itoa(tries))
 		}

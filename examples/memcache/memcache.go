@@ -67,7 +67,7 @@ func (c *Client) Server(key string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	done(nil)
+	done(balancer.ErrPickNotUsed)
 	return addr, nil
 }
 

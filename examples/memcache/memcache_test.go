@@ -105,8 +105,22 @@ func TestShardedClientAgainstThreeMemcachedServers(t *testing.T) {
 	}
 	assert.Zero(t, errorsSeen, "reads of keys on the surviving servers")
 
-	// Without the dead server, only its keys move.
-	c.SetServers([]string{servers[0].addr, servers[2].addr})
+	// The client notices the dead server from its failed dials and ejects
+	// it. Then only the dead server's keys map elsewhere.
+	var deadKey string
+	for i := range keys {
+		if owner[i] == dead.addr {
+			deadKey = "key:" + strconv.Itoa(i)
+			break
+		}
+	}
+	for tries := 0; ; tries++ {
+		if now, err := c.Server(deadKey); err == nil && now != dead.addr {
+			break
+		}
+		require.Less(t, tries, 50, "the dead server is never ejected")
+		c.Get(ctx, deadKey) // a dial to the dead server fails
+	}
 	moved, movedFromOthers := 0, 0
 	for i := range keys {
 		now, err := c.Server("key:" + strconv.Itoa(i))
@@ -121,9 +135,17 @@ func TestShardedClientAgainstThreeMemcachedServers(t *testing.T) {
 	assert.Zero(t, movedFromOthers, "keys remap only from the dead server")
 	assert.Equal(t, perServer[dead.addr], moved)
 
-	// It comes back on its address and serves again.
+	// It comes back on its address; once its ejection ends it serves its
+	// keys again.
 	back := startMemcached(t, dead.addr)
-	c.SetServers(addrs)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if now, err := c.Server(deadKey); err == nil && now == back.addr {
+			break
+		}
+		require.False(t, time.Now().After(deadline), "the restarted server is never picked again")
+		time.Sleep(20 * time.Millisecond) // the ejection runs out on the clock
+	}
 	served := 0
 	for i := range keys {
 		if owner[i] != back.addr {
