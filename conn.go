@@ -134,12 +134,12 @@ func (c *Conn) RemoteAddr() net.Addr { return c.pc.nc.RemoteAddr() }
 func (c *Conn) Reused() bool { return c.reused }
 
 // IdleTime returns how long a reused connection sat idle before this
-// checkout, and 0 for a new one. It is measured on the pool's clock readings,
-// which are exact when the pool reads the clock on Get and Close: with a
-// timeout, a max lifetime or a validator, or for connections the built-in
-// liveness check applies to. Otherwise the pool reads no clock on the hit
-// path and IdleTime is 0 for fake or user connections without a file
-// descriptor. It never under-reports.
+// checkout, and 0 for a new one. It comes from the pool's clock readings.
+// When the pool reads the clock on Get (with a timeout, a max lifetime or a
+// validator, or for a connection the built-in liveness check applies to) it
+// is never lower than the real idle time, and exact when Close read the
+// clock too (a max lifetime, a validator, or a checked connection).
+// Otherwise the pool reads no clock on the hit path and IdleTime is 0.
 func (c *Conn) IdleTime() time.Duration { return time.Duration(c.idle) }
 
 // Address returns the destination address the connection is bound to: the
