@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -165,4 +167,81 @@ func TestPoolMovesAKeyedRequestOnWhenItsBackendIsDown(t *testing.T) {
 	assert.NotEqual(t, home, c.(*balancer.Conn).Address())
 	require.NoError(t, testnet.RoundTrip(c, "x"))
 	require.NoError(t, c.Close())
+}
+
+// TestPoolBackendDiesUnderConcurrentLoad kills one of four backends while
+// eight clients send requests. Clients follow the README's advice: a request
+// that fails on a reused conn is retried once on another. No request fails.
+func TestPoolBackendDiesUnderConcurrentLoad(t *testing.T) {
+	var servers []*testnet.EchoServer
+	var eps []balancer.Endpoint
+	for range 4 {
+		srv := testnet.StartFault(t, testnet.Faults{})
+		servers = append(servers, srv)
+		eps = append(eps, balancer.Endpoint{Address: srv.Addr()})
+	}
+	dead := servers[2]
+	p := newConnPool(t)
+	rr := balancer.NewRoundRobin(nil, balancer.WithEjection(2, 300*time.Millisecond, time.Second))
+	bp := balancer.NewPool(p, rr)
+	bp.Update(eps)
+
+	request := func(msg string) error {
+		for attempt := 0; ; attempt++ {
+			c, err := bp.Get(context.Background())
+			if err != nil {
+				return err
+			}
+			bc := c.(*balancer.Conn)
+			if err := testnet.RoundTrip(bc, msg); err != nil {
+				reused := bc.Reused()
+				bc.Release()
+				if reused && attempt == 0 {
+					continue // possibly stale: retry once
+				}
+				return err
+			}
+			return bc.Close()
+		}
+	}
+
+	var (
+		failures atomic.Int64
+		stop     atomic.Bool
+		wg       sync.WaitGroup
+	)
+	for w := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; !stop.Load(); i++ {
+				if err := request(fmt.Sprintf("%d-%d", w, i)); err != nil {
+					failures.Add(1)
+					t.Logf("request failed: %v", err)
+				}
+			}
+		}()
+	}
+	waitFor := func(what string, cond func() bool) {
+		deadline := time.Now().Add(10 * time.Second)
+		for !cond() {
+			require.False(t, time.Now().After(deadline), what)
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	waitFor("load never started", func() bool { return destination(p, dead.Addr()).Reuses > 50 })
+	dead.Refuse()
+	waitFor("the dead backend is never ejected", func() bool { return state(rr.States(), dead.Addr()).Ejected })
+	before := destination(p, dead.Addr()).DialErrors
+	time.Sleep(100 * time.Millisecond) // load runs while it is ejected
+	if state(rr.States(), dead.Addr()).Ejected {
+		assert.Equal(t, before, destination(p, dead.Addr()).DialErrors, "no dials to an ejected backend")
+	}
+	require.NoError(t, dead.Restart())
+	waitFor("the backend is never picked again", func() bool {
+		return !state(rr.States(), dead.Addr()).Ejected && destination(p, dead.Addr()).Total > 0
+	})
+	stop.Store(true)
+	wg.Wait()
+	assert.Zero(t, failures.Load(), "failed requests")
 }
