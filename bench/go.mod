@@ -8,6 +8,7 @@ require (
 	github.com/jackc/puddle/v2 v2.2.3
 	github.com/seed73091bf1/connpool v0.0.0
 	github.com/silenceper/pool v1.0.0
+	go.uber.org/goleak v1.3.0
 )
 
 require (
