@@ -293,7 +293,7 @@ func (b *bucket) adoptLocked(nc net.Conn, now, deadline int64) (toClose []net.Co
 	if err != nil {
 		return []net.Conn{nc}, nil
 	}
-	return b.putLocked(pc)
+	return b.putLocked(pc, pc.probe != nil)
 }
 
 // put takes back the conn of a handle whose holder called Close, and returns
@@ -308,14 +308,7 @@ func (b *bucket) put(pc *pconn, probed bool) error {
 	if now > b.now {
 		b.now = now
 	}
-	// The common case, decided without touching pc: no limit in play.
-	if b.waiters.len() == 0 && len(b.idle) < p.capacity && p.maxLifetime == 0 && p.lru == nil &&
-		!b.draining && !p.closed.Load() {
-		b.idle = append(b.idle, idleConn{pc: pc, since: b.now, probed: probed})
-		b.mu.Unlock()
-		return nil
-	}
-	toClose, victim := b.putLocked(pc)
+	toClose, victim := b.putLocked(pc, probed)
 	b.mu.Unlock()
 	if victim != nil {
 		victim.b.evict(victim)
@@ -327,25 +320,30 @@ func (b *bucket) put(pc *pconn, probed bool) error {
 // oldest waiter, else on the idle stack, else it is closed. It returns the
 // conns the caller must close, and an LRU victim in another bucket that the
 // caller must evict, both after the lock is released.
-func (b *bucket) putLocked(pc *pconn) (toClose []net.Conn, victim *lruNode) {
+//
+// probed is pc.probe != nil, passed in so that, with no limit in play, the
+// common case of pushing onto the idle stack never reads pc itself.
+func (b *bucket) putLocked(pc *pconn, probed bool) (toClose []net.Conn, victim *lruNode) {
 	p := b.pool
-	nc := pc.nc
 	switch {
 	case p.closed.Load():
-		return b.discardLocked(nil, nc, nil), nil
+		return b.discardLocked(nil, pc.nc, nil), nil
 	case b.draining:
-		return b.discardLocked(nil, nc, &b.counters.ClosedDrained), nil
-	case pc.deadline != 0 && b.now >= pc.deadline:
-		return b.discardLocked(nil, nc, &b.counters.ClosedMaxLifetime), nil
+		return b.discardLocked(nil, pc.nc, &b.counters.ClosedDrained), nil
+	case p.maxLifetime > 0 && b.now >= pc.deadline:
+		return b.discardLocked(nil, pc.nc, &b.counters.ClosedMaxLifetime), nil
 	case b.waiters.len() > 0 && b.handOffLocked(pc):
 		return nil, nil
 	case b.waiters.len() > 0:
 		// Only checkouts from New wait, and they need a slot to dial.
-		return b.discardLocked(nil, nc, &b.counters.ClosedForNew), nil
+		return b.discardLocked(nil, pc.nc, &b.counters.ClosedForNew), nil
 	case len(b.idle) >= p.capacity:
-		return b.discardLocked(nil, nc, &b.counters.ClosedBucketFull), nil
+		return b.discardLocked(nil, pc.nc, &b.counters.ClosedBucketFull), nil
 	}
-	ic := idleConn{pc: pc, since: b.now, deadline: pc.deadline, probed: pc.probe != nil}
+	ic := idleConn{pc: pc, since: b.now, probed: probed}
+	if p.maxLifetime > 0 {
+		ic.deadline = pc.deadline
+	}
 	if p.lru != nil {
 		ic.node = &lruNode{b: b}
 		victim = p.lru.add(ic.node)

@@ -67,11 +67,7 @@ func (p *Pool) sweep(now int64) {
 	}
 	for b := range r.draining {
 		b.mu.Lock()
-		if b.emptyLocked() { // a dial in flight failed, say
-			b.dropped = true
-			delete(r.draining, b)
-			r.retired.add(b.counters)
-		}
+		r.forgetDrainedLocked(b) // once a dial in flight failed, say
 		b.mu.Unlock()
 	}
 	r.mu.Unlock()

@@ -439,12 +439,19 @@ func (p *Pool) Close() error {
 
 	var result *multierror.Error
 	for _, d := range drained {
-		for _, nc := range d.conns {
-			if err := nc.Close(); err != nil {
-				result = multierror.Append(result, err)
-			}
-		}
+		result = multierror.Append(result, closeEach(d.conns))
 		d.b.freeClosed(len(d.conns))
+	}
+	return result.ErrorOrNil()
+}
+
+// closeEach closes conns and returns their close errors combined, or nil.
+func closeEach(conns []net.Conn) error {
+	var result *multierror.Error
+	for _, nc := range conns {
+		if err := nc.Close(); err != nil {
+			result = multierror.Append(result, err)
+		}
 	}
 	return result.ErrorOrNil()
 }

@@ -13,16 +13,7 @@ func (p *Pool) dialFor(ctx context.Context, b *bucket) (net.Conn, error) {
 		nc, err := p.dialConn(ctx, b.address)
 		now, deadline := p.dialTimes()
 		b.mu.Lock()
-		var c *Conn
-		var toClose []net.Conn
-		if err != nil {
-			b.dialFailedLocked()
-		} else if pc, derr := b.dialedLocked(nc, now, deadline); derr != nil {
-			err = derr
-			toClose = append(toClose, nc) // the pool closed meanwhile
-		} else {
-			c = b.newConnLocked(pc, pc.probe != nil)
-		}
+		c, toClose, err := b.dialDoneLocked(nc, err, now, deadline)
 		b.mu.Unlock()
 		b.closeDiscarded(toClose)
 		if err != nil {
@@ -31,6 +22,21 @@ func (p *Pool) dialFor(ctx context.Context, b *bucket) (net.Conn, error) {
 		return c, nil
 	}
 	return p.dialDetached(ctx, b)
+}
+
+// dialDoneLocked ends a reserved dial for a caller waiting on it: it returns
+// the caller's handle, or the dial's error. If the pool closed meanwhile, the
+// new conn is returned in toClose for closeDiscarded.
+func (b *bucket) dialDoneLocked(nc net.Conn, err error, now, deadline int64) (c *Conn, toClose []net.Conn, _ error) {
+	if err != nil {
+		b.dialFailedLocked()
+		return nil, nil, err
+	}
+	pc, err := b.dialedLocked(nc, now, deadline)
+	if err != nil {
+		return nil, []net.Conn{nc}, err
+	}
+	return b.newConnLocked(pc, pc.probe != nil), nil, nil
 }
 
 // dialConn calls the dial function and names the address in its errors.
@@ -92,20 +98,12 @@ func (p *Pool) dialDetached(ctx context.Context, b *bucket) (net.Conn, error) {
 		var victim *lruNode
 		b.mu.Lock()
 		switch {
-		case err != nil:
+		case err != nil && pd.abandoned:
 			b.dialFailedLocked()
 		case pd.abandoned:
 			toClose, victim = b.adoptLocked(nc, now, deadline)
 		default:
-			var pc *pconn
-			if pc, err = b.dialedLocked(nc, now, deadline); err != nil {
-				toClose = append(toClose, nc)
-			} else {
-				pd.c = b.newConnLocked(pc, pc.probe != nil)
-			}
-		}
-		if !pd.abandoned {
-			pd.err = err
+			pd.c, toClose, pd.err = b.dialDoneLocked(nc, err, now, deadline)
 			close(pd.done)
 		}
 		b.mu.Unlock()

@@ -1,10 +1,6 @@
 package connpool
 
-import (
-	"net"
-
-	"github.com/hashicorp/go-multierror"
-)
+import "net"
 
 // Drain retires address, for a backend leaving the set a balancer chooses
 // from. It closes the address's idle conns now and returns their close
@@ -42,26 +38,17 @@ func (p *Pool) Drain(address string) error {
 	for b.waiters.len() > 0 {
 		b.wakeLocked(b.waiters.first(), delivery{err: errBucketDropped})
 	}
-	if b.emptyLocked() {
-		b.dropped = true
-		r.retired.add(b.counters)
-	} else {
-		if r.draining == nil {
-			r.draining = make(map[*bucket]struct{})
-		}
-		r.draining[b] = struct{}{}
+	if r.draining == nil {
+		r.draining = make(map[*bucket]struct{})
 	}
+	r.draining[b] = struct{}{}
+	r.forgetDrainedLocked(b) // at once if nothing is bound to it
 	b.mu.Unlock()
 	r.mu.Unlock()
 
-	var result *multierror.Error
-	for _, nc := range toClose {
-		if err := nc.Close(); err != nil {
-			result = multierror.Append(result, err)
-		}
-	}
+	err := closeEach(toClose)
 	if len(toClose) > 0 {
 		b.freeClosed(len(toClose))
 	}
-	return result.ErrorOrNil()
+	return err
 }

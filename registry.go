@@ -77,6 +77,12 @@ func (r *registry) finishDrain(b *bucket) {
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	r.forgetDrainedLocked(b)
+}
+
+// forgetDrainedLocked forgets a draining bucket if nothing is bound to it
+// any more, keeping its counters in retired. The caller holds r.mu and b.mu.
+func (r *registry) forgetDrainedLocked(b *bucket) {
 	if !b.emptyLocked() {
 		return
 	}

@@ -119,7 +119,7 @@ func (b *bucket) abandonLocked(w *waiter) (toClose []net.Conn, victim *lruNode) 
 	switch {
 	case d.c != nil:
 		// The handle was never handed out; only the socket moves on.
-		return b.putLocked(d.c.pc)
+		return b.putLocked(d.c.pc, d.c.probed)
 	case d.grant:
 		b.dialing--
 		b.grantSlotsLocked()
