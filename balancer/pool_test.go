@@ -26,6 +26,19 @@ func newConnPool(t *testing.T) *connpool.Pool {
 	return p
 }
 
+// startBackends starts n echo servers that can be stopped and restarted,
+// and returns them with their endpoints.
+func startBackends(t *testing.T, n int) ([]*testnet.EchoServer, []balancer.Endpoint) {
+	t.Helper()
+	servers := make([]*testnet.EchoServer, n)
+	eps := make([]balancer.Endpoint, n)
+	for i := range servers {
+		servers[i] = testnet.StartFault(t, testnet.Faults{})
+		eps[i] = balancer.Endpoint{Address: servers[i].Addr()}
+	}
+	return servers, eps
+}
+
 func destination(p *connpool.Pool, addr string) connpool.DestinationStats {
 	for _, d := range p.Stats().Destinations {
 		if d.Address == addr {
@@ -36,13 +49,7 @@ func destination(p *connpool.Pool, addr string) connpool.DestinationStats {
 }
 
 func TestPoolSurvivesADeadBackendAndReadmitsIt(t *testing.T) {
-	var servers []*testnet.EchoServer
-	var eps []balancer.Endpoint
-	for range 4 {
-		srv := testnet.StartFault(t, testnet.Faults{})
-		servers = append(servers, srv)
-		eps = append(eps, balancer.Endpoint{Address: srv.Addr()})
-	}
+	servers, eps := startBackends(t, 4)
 	p := newConnPool(t)
 	rr := balancer.NewRoundRobin(nil, balancer.WithEjection(2, 50*time.Millisecond, time.Second))
 	bp := balancer.NewPool(p, rr)
@@ -140,13 +147,7 @@ func TestPoolWithNoEndpoints(t *testing.T) {
 }
 
 func TestPoolMovesAKeyedRequestOnWhenItsBackendIsDown(t *testing.T) {
-	var eps []balancer.Endpoint
-	var servers []*testnet.EchoServer
-	for range 3 {
-		srv := testnet.StartFault(t, testnet.Faults{})
-		servers = append(servers, srv)
-		eps = append(eps, balancer.Endpoint{Address: srv.Addr()})
-	}
+	servers, eps := startBackends(t, 3)
 	p := newConnPool(t)
 	m := balancer.NewMaglev(nil)
 	bp := balancer.NewPool(p, m)
@@ -173,13 +174,7 @@ func TestPoolMovesAKeyedRequestOnWhenItsBackendIsDown(t *testing.T) {
 // eight clients send requests. Clients follow the README's advice: a request
 // that fails on a reused conn is retried once on another. No request fails.
 func TestPoolBackendDiesUnderConcurrentLoad(t *testing.T) {
-	var servers []*testnet.EchoServer
-	var eps []balancer.Endpoint
-	for range 4 {
-		srv := testnet.StartFault(t, testnet.Faults{})
-		servers = append(servers, srv)
-		eps = append(eps, balancer.Endpoint{Address: srv.Addr()})
-	}
+	servers, eps := startBackends(t, 4)
 	dead := servers[2]
 	p := newConnPool(t)
 	rr := balancer.NewRoundRobin(nil, balancer.WithEjection(2, 300*time.Millisecond, time.Second))
