@@ -87,10 +87,3 @@ func (l *idleLRU) unlinkLocked(node *lruNode) {
 	node.prev, node.next = nil, nil
 	l.n--
 }
-
-// len returns how many idle conns are linked.
-func (l *idleLRU) len() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.n
-}

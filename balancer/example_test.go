@@ -35,7 +35,6 @@ func ExampleRoundRobin() {
 // A balancer.Pool picks a backend per request, checks out a pooled conn to
 // it, and reports the outcome when the conn is closed or released.
 func ExamplePool() {
-	var backends []*testnet.EchoServer
 	var eps []balancer.Endpoint
 	for range 3 {
 		srv, err := testnet.ListenEcho() // line echo servers on 127.0.0.1
@@ -44,7 +43,6 @@ func ExamplePool() {
 			return
 		}
 		defer srv.Close()
-		backends = append(backends, srv)
 		eps = append(eps, balancer.Endpoint{Address: srv.Addr()})
 	}
 

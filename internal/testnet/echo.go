@@ -152,6 +152,27 @@ func (s *EchoServer) ResetAll() {
 	}
 }
 
+// CloseAll ends every open session with an orderly close (a FIN), as a
+// server's idle timeout does, and keeps accepting new ones. Unlike
+// Faults.IdleClose, the caller picks the moment: a test calls it while the
+// sessions' clients sit between requests, so that no request can meet a
+// close already under way. It returns once every session's socket is
+// closed; on loopback, the peers have the FIN by then.
+func (s *EchoServer) CloseAll() {
+	s.mu.Lock()
+	conns := make([]net.Conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		// Close returns only once the socket is closed, after the
+		// session's blocked read has let go of it. It fails only for a
+		// session ending on its own meanwhile, which needs nothing more.
+		c.Close()
+	}
+}
+
 // InjectAll writes msg, unasked, to every open session.
 func (s *EchoServer) InjectAll(msg string) {
 	s.mu.Lock()

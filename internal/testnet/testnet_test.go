@@ -109,6 +109,21 @@ func TestFaultResetAllAbortsSessions(t *testing.T) {
 	assert.ErrorIs(t, err, syscall.ECONNRESET)
 }
 
+func TestFaultCloseAllEndsSessionsAndKeepsServing(t *testing.T) {
+	srv := testnet.StartFault(t, testnet.Faults{})
+	conns := []net.Conn{dialEcho(t, srv.Addr()), dialEcho(t, srv.Addr())}
+	srv.CloseAll()
+	for _, c := range conns {
+		require.NoError(t, c.SetReadDeadline(time.Now().Add(10*time.Second)))
+		_, err := c.Read(make([]byte, 1))
+		assert.ErrorIs(t, err, io.EOF, "an orderly close, not a reset or a timeout")
+	}
+	waitFor(t, func() bool { return srv.Open() == 0 })
+	dialEcho(t, srv.Addr())
+	assert.EqualValues(t, 1, srv.Open(), "the server still accepts")
+	assert.EqualValues(t, 3, srv.Accepted())
+}
+
 func TestFaultInjectAllWritesUnasked(t *testing.T) {
 	srv := testnet.StartFault(t, testnet.Faults{})
 	c := dialEcho(t, srv.Addr())
