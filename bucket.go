@@ -77,20 +77,23 @@ type bucket struct {
 
 	// dropped is set when the cleaner removes the bucket from the registry.
 	// A dropped bucket has no conns, dials, closes or waiters, and accepts
-	// none.
+	// none. Only the cleaner drops buckets, so a bucket that is not dropped
+	// is in the registry's map.
 	dropped bool
 
-	// draining is set by Pool.Drain, which also removes the bucket from
-	// the registry so that later checkouts start a new one. A draining
-	// bucket hands out nothing and closes every conn returned to it; the
-	// registry forgets it once it is empty.
-	draining bool
+	// gen counts the calls of Pool.Drain. A conn whose dial was reserved in
+	// an earlier generation is closed when it comes back rather than
+	// pooled, but keeps its slot until then, so the MaxActive limit counts
+	// conns from before a drain too. Invariant: every idle conn is of the
+	// current generation.
+	gen uint32
 
 	// handles is a batch of unused Conn handles, carved one per checkout.
 	// Allocating handles in batches rather than one by one takes most of
 	// the allocator's cost off the hit path. A handle is never reused, so
-	// every checkout still gets a distinct one; the price is that a live
-	// handle keeps its batch (handleBatch handles) in memory.
+	// every checkout still gets a distinct one. A live handle keeps its
+	// batch in memory, but an ended handle refers to no socket, so what a
+	// batch keeps reachable is bounded by the handles still in use.
 	handles []Conn
 
 	counters Counters
@@ -107,8 +110,9 @@ func (b *bucket) newConnLocked(pc *pconn, probed bool) *Conn {
 	}
 	c := &b.handles[0]
 	b.handles = b.handles[1:]
-	c.pc = pc
+	c.pc.Store(pc)
 	c.b = b
+	c.addrs = pc.addrs
 	c.probed = probed
 	return c
 }
@@ -134,6 +138,22 @@ func (b *bucket) reuseLocked(ic *idleConn, now int64) *Conn {
 	return c
 }
 
+// unreuse takes a reused conn that failed its checks out of service before
+// its handle c was handed out, counting why instead of a reuse. The conn is
+// closed in the background, or before unreuse returns if now is set or the
+// pool is closed.
+func (b *bucket) unreuse(c *Conn, pc *pconn, reason *int64, now bool) {
+	c.pc.Store(nil)
+	b.mu.Lock()
+	b.counters.Reuses--
+	toClose := b.discardLocked(nil, pc.nc, reason)
+	if !now {
+		toClose = b.closeOffPathLocked(toClose)
+	}
+	b.mu.Unlock()
+	_ = b.closeDiscarded(toClose) // nobody to report a failed conn's close error to
+}
+
 // hasSlotLocked reports whether one more conn may be dialed for the address.
 func (b *bucket) hasSlotLocked() bool {
 	max := b.pool.maxActive
@@ -141,25 +161,25 @@ func (b *bucket) hasSlotLocked() bool {
 }
 
 // acquire serves a checkout. Unless fresh is set it first pops the most
-// recently returned idle conn that is still usable at now, discarding the
-// unusable ones on the way. It returns exactly one of:
+// recently returned idle conn that is still usable at now, taking the
+// unusable ones out of service on the way; they are closed in the
+// background, so the checkout does not wait on their Close. It returns
+// exactly one of:
 //   - c: a reused conn;
 //   - w: the address is at its limit; the caller waits on w;
 //   - err: errBucketDropped or ErrClosed;
-//   - none of them: a slot is reserved (b.dialing counts it); the caller
-//     dials.
-//
-// The caller closes the discarded conns after the lock is released.
-func (b *bucket) acquire(now int64, fresh bool) (c *Conn, w *waiter, discarded []net.Conn, err error) {
+//   - none of them: a slot is reserved (b.dialing counts it) for a dial of
+//     generation gen; the caller dials with dialFor.
+func (b *bucket) acquire(now int64, fresh bool) (c *Conn, w *waiter, gen uint32, err error) {
 	p := b.pool
 	b.mu.Lock()
-	if b.dropped || b.draining {
+	if b.dropped {
 		b.mu.Unlock()
-		return nil, nil, nil, errBucketDropped
+		return nil, nil, 0, errBucketDropped
 	}
 	if p.closed.Load() {
 		b.mu.Unlock()
-		return nil, nil, nil, ErrClosed
+		return nil, nil, 0, ErrClosed
 	}
 	if now > b.now {
 		b.now = now
@@ -173,9 +193,10 @@ func (b *bucket) acquire(now int64, fresh bool) (c *Conn, w *waiter, discarded [
 			*ic = idleConn{}
 			b.idle = b.idle[:n]
 			b.mu.Unlock()
-			return c, nil, nil, nil
+			return c, nil, 0, nil
 		}
 	}
+	var discarded []net.Conn
 	for !fresh && len(b.idle) > 0 {
 		n := len(b.idle) - 1
 		ic := b.idle[n]
@@ -191,20 +212,64 @@ func (b *bucket) acquire(now int64, fresh bool) (c *Conn, w *waiter, discarded [
 			discarded = b.discardLocked(discarded, ic.pc.nc, &b.counters.ClosedMaxLifetime)
 		default:
 			c = b.reuseLocked(&ic, now)
+			b.closeLaterLocked(discarded)
 			b.mu.Unlock()
-			return c, nil, discarded, nil
+			return c, nil, 0, nil
 		}
 	}
+	if fresh && len(b.idle) > 0 && !b.hasSlotLocked() {
+		// New at the limit skips idle conns, which would otherwise hold
+		// their slots until they expire (never, without a timeout). The
+		// oldest makes room: its slot goes to the oldest waiter, this
+		// checkout or one queued before it for the same reason, once its
+		// Close returns.
+		ic := b.idle[0]
+		b.idle = slices.Delete(b.idle, 0, 1)
+		reason := &b.counters.ClosedForNew
+		if ic.node != nil && p.lru.remove(ic.node) {
+			reason = &b.counters.ClosedIdleCapEvicted
+		}
+		discarded = b.discardLocked(discarded, ic.pc.nc, reason)
+	}
+	b.closeLaterLocked(discarded)
 	if b.hasSlotLocked() {
 		b.dialing++
+		gen = b.gen
 		b.mu.Unlock()
-		return nil, nil, discarded, nil
+		return nil, nil, gen, nil
 	}
 	w = &waiter{ch: make(chan delivery, 1), fresh: fresh}
 	b.waiters.pushBack(w)
 	b.counters.WaitCount++
 	b.mu.Unlock()
-	return nil, w, discarded, nil
+	return nil, w, 0, nil
+}
+
+// closeLaterLocked closes conns taken out of service with discardLocked in
+// a goroutine of their own, so that the checkout that found them does not
+// wait on their Close; their slots are freed when it returns.
+//
+// The caller holds b.mu, b is not dropped, and the caller saw the pool open
+// while holding b.mu. Pool.Close marks the pool closed, then locks every
+// bucket that is not dropped, then waits for these goroutines; so it cannot
+// start waiting before this one is counted.
+func (b *bucket) closeLaterLocked(conns []net.Conn) {
+	if len(conns) == 0 {
+		return
+	}
+	b.pool.closers.Go(func() { _ = b.closeDiscarded(conns) }) // no caller to report to
+}
+
+// closeOffPathLocked closes conns taken out of service by a checkout: in
+// the background while the pool is open (see closeLaterLocked), or else by
+// returning them for the caller to close after releasing b.mu. The caller
+// holds b.mu and b is not dropped.
+func (b *bucket) closeOffPathLocked(conns []net.Conn) (closeNow []net.Conn) {
+	if b.pool.closed.Load() {
+		return conns
+	}
+	b.closeLaterLocked(conns)
+	return nil
 }
 
 // discardLocked takes a conn out of service and counts why (reason may be
@@ -241,11 +306,7 @@ func (b *bucket) freeClosed(n int) {
 	b.closing -= n
 	b.checkLocked()
 	b.grantSlotsLocked()
-	finished := b.draining && b.emptyLocked()
 	b.mu.Unlock()
-	if finished {
-		b.pool.buckets.finishDrain(b)
-	}
 }
 
 // emptyLocked reports whether nothing is bound to the bucket: no idle
@@ -257,16 +318,22 @@ func (b *bucket) emptyLocked() bool {
 
 // dialFailedLocked ends a reserved dial that failed, freeing its slot.
 func (b *bucket) dialFailedLocked() {
-	b.dialing--
 	b.counters.DialErrors++
+	b.cancelDialLocked()
+}
+
+// cancelDialLocked gives back the slot of a reserved dial that ended
+// without a conn.
+func (b *bucket) cancelDialLocked() {
+	b.dialing--
 	b.checkLocked()
 	b.grantSlotsLocked()
 }
 
 // dialedLocked ends a reserved dial that succeeded and binds the new conn to
 // the bucket. It returns ErrClosed if the pool was closed meanwhile; the
-// caller then closes the conn.
-func (b *bucket) dialedLocked(nc net.Conn, now, deadline int64) (*pconn, error) {
+// caller then passes pc.nc to closeDiscarded.
+func (b *bucket) dialedLocked(pc *pconn, now int64) error {
 	b.dialing--
 	b.counters.Dials++
 	if now > b.now {
@@ -275,23 +342,18 @@ func (b *bucket) dialedLocked(nc net.Conn, now, deadline int64) (*pconn, error) 
 	if b.pool.closed.Load() {
 		b.closing++ // for closeDiscarded
 		b.checkLocked()
-		return nil, ErrClosed
+		return ErrClosed
 	}
 	b.total++
 	b.checkLocked()
-	pc := &pconn{nc: nc, b: b, deadline: deadline}
-	if b.pool.liveness {
-		pc.probe = newProbe(nc)
-	}
-	return pc, nil
+	return nil
 }
 
 // adoptLocked takes in a conn dialed for a checkout that gave up meanwhile,
 // or by Warm: it goes to a waiter or the idle stack like a returned conn.
-func (b *bucket) adoptLocked(nc net.Conn, now, deadline int64) (toClose []net.Conn, victim *lruNode) {
-	pc, err := b.dialedLocked(nc, now, deadline)
-	if err != nil {
-		return []net.Conn{nc}, nil
+func (b *bucket) adoptLocked(pc *pconn, now int64) (toClose []net.Conn, victim *lruNode) {
+	if err := b.dialedLocked(pc, now); err != nil {
+		return []net.Conn{pc.nc}, nil
 	}
 	return b.putLocked(pc, pc.probe != nil)
 }
@@ -328,7 +390,7 @@ func (b *bucket) putLocked(pc *pconn, probed bool) (toClose []net.Conn, victim *
 	switch {
 	case p.closed.Load():
 		return b.discardLocked(nil, pc.nc, nil), nil
-	case b.draining:
+	case b.gen != 0 && pc.gen != b.gen: // reads pc only once the address was drained
 		return b.discardLocked(nil, pc.nc, &b.counters.ClosedDrained), nil
 	case p.maxLifetime > 0 && b.now >= pc.deadline:
 		return b.discardLocked(nil, pc.nc, &b.counters.ClosedMaxLifetime), nil
@@ -361,7 +423,7 @@ func (b *bucket) evict(victim *lruNode) {
 	b.mu.Lock()
 	toClose := b.evictLocked(nil, victim)
 	b.mu.Unlock()
-	b.closeDiscarded(toClose)
+	_ = b.closeDiscarded(toClose) // the conn that made room is fine; this one's error goes nowhere
 }
 
 func (b *bucket) evictLocked(out []net.Conn, victim *lruNode) []net.Conn {
@@ -383,10 +445,9 @@ func (b *bucket) release(nc net.Conn) error {
 }
 
 // sweepLocked advances the bucket's clock to now and takes out the idle conns
-// that have expired or were evicted; the caller closes them after releasing
-// every lock. It reports whether the bucket is empty: no idle conns, none in
-// use, no dial in flight and nobody waiting.
-func (b *bucket) sweepLocked(now int64) (discarded []net.Conn, empty bool) {
+// that have expired or were evicted; the caller closes them with
+// closeDiscarded after releasing every lock.
+func (b *bucket) sweepLocked(now int64) (discarded []net.Conn) {
 	p := b.pool
 	if now > b.now {
 		b.now = now
@@ -425,7 +486,7 @@ func (b *bucket) sweepLocked(now int64) (discarded []net.Conn, empty bool) {
 	for _, d := range out {
 		discarded = b.discardLocked(discarded, d.nc, d.reason)
 	}
-	return discarded, b.emptyLocked()
+	return discarded
 }
 
 // drainLocked empties the bucket when the pool closes: it takes out every

@@ -6,6 +6,11 @@ import "time"
 // expire. It then only forgets addresses that have no conns left.
 const idleSweepInterval = time.Minute
 
+// sweepChunk is how many buckets a sweep visits per hold of the registry's
+// lock. Between chunks the lock is free, so a Get of a new address waits
+// for at most one chunk, not for a whole sweep.
+const sweepChunk = 256
+
 // sweepInterval returns how often the cleaner runs for an idle timeout and a
 // max lifetime, either of which may be 0 for none. A quarter of the shorter
 // closes an expired conn at most 1.25 × its limit after it expired, and
@@ -39,41 +44,69 @@ func (p *Pool) runCleaner(interval time.Duration) {
 
 // sweep closes the idle conns that are expired at now or were evicted, and
 // drops the buckets of addresses that have no conns, no dial in flight and
-// nobody waiting. Their counters are
-// kept in the pool-wide totals. now is a reading of p.clock; tests pass any
-// value they like.
+// nobody waiting. Their counters are kept in the pool-wide totals. now is a
+// reading of p.clock; tests pass any value they like.
+//
+// The registry's lock is held only to take the next chunk of buckets from
+// the map and to drop the chunk's empty buckets; each bucket is swept under
+// its own lock alone. Taking up the map's iteration after the lock was let
+// go is sound: every access to the map is made under the lock, and a range
+// loop sees entries deleted meanwhile no more and may or may not see
+// entries added meanwhile, which the next sweep visits.
 func (p *Pool) sweep(now int64) {
-	var expired []discarded
 	r := &p.buckets
+	chunk := make([]*bucket, 0, sweepChunk)
 	r.mu.Lock()
-	dropped := false
 	for _, b := range r.all {
-		b.mu.Lock()
-		exp, empty := b.sweepLocked(now)
-		if empty {
-			b.dropped = true
-			r.removeLocked(b)
-			dropped = true
+		chunk = append(chunk, b)
+		if len(chunk) < sweepChunk {
+			continue
 		}
-		b.mu.Unlock()
-		if len(exp) > 0 {
-			expired = append(expired, discarded{b, exp})
-		}
-	}
-	if dropped {
-		// Let go of the dropped buckets now rather than after the next
-		// round of slow lookups.
-		r.snapshotLocked()
-	}
-	for b := range r.draining {
-		b.mu.Lock()
-		r.forgetDrainedLocked(b) // once a dial in flight failed, say
-		b.mu.Unlock()
+		r.mu.Unlock()
+		p.sweepBuckets(now, chunk)
+		chunk = chunk[:0]
+		r.mu.Lock()
 	}
 	r.mu.Unlock()
+	p.sweepBuckets(now, chunk)
 
-	// Outside every lock: closing a socket can block.
-	for _, d := range expired {
-		d.b.closeDiscarded(d.conns)
+	r.mu.Lock()
+	r.shrinkLocked()
+	r.mu.Unlock()
+}
+
+// sweepBuckets sweeps each bucket under its own lock, closes what expired
+// outside every lock, and then drops the buckets left empty. The caller
+// holds no lock.
+func (p *Pool) sweepBuckets(now int64, buckets []*bucket) {
+	var empty []*bucket
+	for _, b := range buckets {
+		b.mu.Lock()
+		if b.dropped {
+			b.mu.Unlock()
+			continue
+		}
+		expired := b.sweepLocked(now)
+		idle := b.total == 0 && b.dialing == 0 && b.waiters.len() == 0
+		b.mu.Unlock()
+		_ = b.closeDiscarded(expired) // nobody to report an expired conn's close error to
+		if idle {
+			empty = append(empty, b)
+		}
 	}
+	if len(empty) == 0 {
+		return
+	}
+	r := &p.buckets
+	r.mu.Lock()
+	dropped := 0
+	for _, b := range empty {
+		b.mu.Lock()
+		if r.dropLocked(b) {
+			dropped++
+		}
+		b.mu.Unlock()
+	}
+	r.changedLocked(dropped)
+	r.mu.Unlock()
 }

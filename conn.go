@@ -6,14 +6,6 @@ import (
 	"time"
 )
 
-// States of a Conn handle. A handle starts in use and moves exactly once, to
-// returned (Close) or released (Release); it never moves back.
-const (
-	stateInUse uint32 = iota
-	stateReturned
-	stateReleased
-)
-
 // Conn is a pooled connection handed out by [Pool.Get] and [Pool.New]. It
 // implements [net.Conn]; its Close returns the connection to the pool.
 //
@@ -21,17 +13,21 @@ const (
 // it reuses a socket. After Close or Release the handle is inert: Read, Write,
 // the deadline setters, Close and Release return [ErrConnClosed] (which wraps
 // [net.ErrClosed]) and never touch the socket, which by then may belong to
-// another caller.
+// another caller. An ended handle no longer refers to the socket, so holding
+// on to it keeps no socket or buffer in memory.
 //
 // As with any net.Conn, Read and Write may be called concurrently. Close must
 // not race with a Read or Write still in progress on the same handle, since it
 // hands the socket to the next caller; to abort blocked I/O, set a deadline or
 // call Release.
 type Conn struct {
-	pc     *pconn
-	b      *bucket // pc.b, kept here so Close touches no other cache line
-	idle   int64   // nanoseconds the conn sat idle before this checkout
-	state  atomic.Uint32
+	// pc is the socket while the handle is in use, and nil from the moment
+	// Close or Release ends it: the swap to nil is the handle's one-shot
+	// state change.
+	pc     atomic.Pointer[pconn]
+	b      *bucket    // pc.b, kept here so Close touches no other cache line
+	addrs  *connAddrs // pc.addrs, kept so the addresses outlive the handle's use
+	idle   int64      // nanoseconds the conn sat idle before this checkout
 	reused bool
 	probed bool // pc.probe != nil, kept here so the hit path need not read pc
 }
@@ -41,8 +37,17 @@ type Conn struct {
 type pconn struct {
 	nc       net.Conn
 	b        *bucket
+	addrs    *connAddrs
 	deadline int64  // clock reading at which the max lifetime ends; 0 for none
 	probe    *probe // the liveness check's state; nil where it does not apply
+	gen      uint32 // the bucket's drain generation when the dial was reserved
+}
+
+// connAddrs are a socket's addresses, read once at dial. They are kept apart
+// from the socket so that an ended handle can still answer LocalAddr and
+// RemoteAddr without keeping the socket reachable.
+type connAddrs struct {
+	local, remote net.Addr
 }
 
 // Close hands the connection to the oldest checkout waiting for its address,
@@ -54,38 +59,42 @@ type pconn struct {
 // Return only connections that are in a clean state for the next holder: no
 // unread reply, no half-written request. Release the others.
 func (c *Conn) Close() error {
-	if !c.state.CompareAndSwap(stateInUse, stateReturned) {
+	pc := c.pc.Swap(nil)
+	if pc == nil {
 		return ErrConnClosed
 	}
-	return c.b.put(c.pc, c.probed)
+	return c.b.put(pc, c.probed)
 }
 
 // Release closes the socket and removes it from the pool's counts. Use it
 // for connections found dead or left in an unknown state. A second Release or
 // Close returns [ErrConnClosed] and does nothing else.
 func (c *Conn) Release() error {
-	if !c.state.CompareAndSwap(stateInUse, stateReleased) {
+	pc := c.pc.Swap(nil)
+	if pc == nil {
 		return ErrConnClosed
 	}
-	return c.b.release(c.pc.nc)
+	return c.b.release(pc.nc)
 }
 
 // Read reads from the connection. It returns [ErrConnClosed] after Close or
 // Release.
 func (c *Conn) Read(p []byte) (int, error) {
-	if c.state.Load() != stateInUse {
+	pc := c.pc.Load()
+	if pc == nil {
 		return 0, ErrConnClosed
 	}
-	return c.pc.nc.Read(p)
+	return pc.nc.Read(p)
 }
 
 // Write writes to the connection. It returns [ErrConnClosed] after Close or
 // Release.
 func (c *Conn) Write(p []byte) (int, error) {
-	if c.state.Load() != stateInUse {
+	pc := c.pc.Load()
+	if pc == nil {
 		return 0, ErrConnClosed
 	}
-	return c.pc.nc.Write(p)
+	return pc.nc.Write(p)
 }
 
 // SetDeadline sets the read and write deadlines of the connection. It returns
@@ -94,37 +103,40 @@ func (c *Conn) Write(p []byte) (int, error) {
 // Deadlines belong to the socket, not the handle: clear them (set the zero
 // time) before Close if the next holder should not inherit them.
 func (c *Conn) SetDeadline(t time.Time) error {
-	if c.state.Load() != stateInUse {
+	pc := c.pc.Load()
+	if pc == nil {
 		return ErrConnClosed
 	}
-	return c.pc.nc.SetDeadline(t)
+	return pc.nc.SetDeadline(t)
 }
 
 // SetReadDeadline sets the read deadline of the connection. It returns
 // [ErrConnClosed] after Close or Release.
 func (c *Conn) SetReadDeadline(t time.Time) error {
-	if c.state.Load() != stateInUse {
+	pc := c.pc.Load()
+	if pc == nil {
 		return ErrConnClosed
 	}
-	return c.pc.nc.SetReadDeadline(t)
+	return pc.nc.SetReadDeadline(t)
 }
 
 // SetWriteDeadline sets the write deadline of the connection. It returns
 // [ErrConnClosed] after Close or Release.
 func (c *Conn) SetWriteDeadline(t time.Time) error {
-	if c.state.Load() != stateInUse {
+	pc := c.pc.Load()
+	if pc == nil {
 		return ErrConnClosed
 	}
-	return c.pc.nc.SetWriteDeadline(t)
+	return pc.nc.SetWriteDeadline(t)
 }
 
 // LocalAddr returns the local address of the connection. Addresses do not
 // change, so it answers even after Close or Release.
-func (c *Conn) LocalAddr() net.Addr { return c.pc.nc.LocalAddr() }
+func (c *Conn) LocalAddr() net.Addr { return c.addrs.local }
 
 // RemoteAddr returns the remote address of the connection. Addresses do not
 // change, so it answers even after Close or Release.
-func (c *Conn) RemoteAddr() net.Addr { return c.pc.nc.RemoteAddr() }
+func (c *Conn) RemoteAddr() net.Addr { return c.addrs.remote }
 
 // Reused reports whether the connection was taken from the idle stack
 // rather than dialed for this checkout. Like net/http's

@@ -37,6 +37,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -70,7 +71,18 @@ var (
 	// address at its [WithMaxActive] limit for the [WithWaitTimeout]
 	// duration without getting one.
 	ErrExhausted = errors.New("connpool: no conn available: address at its active limit")
+
+	// ErrDialPanicked is wrapped in the [DialError] of a dial that the pool
+	// ran in a goroutine of its own (for GetContext, NewContext or Warm) and
+	// whose dial function panicked. The message includes the panic value.
+	// A dial function that panics on the caller's goroutine (Get, New)
+	// panics through to the caller, after the pool freed the dial's slot.
+	ErrDialPanicked = errors.New("connpool: dial function panicked")
 )
+
+// notNew is the panic value of a method called on a nil *Pool or on a Pool
+// that [New] did not create.
+const notNew = "connpool: Pool used without New (nil or zero-value *Pool)"
 
 // DialError is returned by Get, GetContext, New and NewContext when dialing
 // fails. It names the address; Unwrap gives the dial function's error, so
@@ -180,7 +192,8 @@ func WithValidator(fn func(net.Conn) error, minIdle time.Duration) Option {
 
 // Pool keeps idle connections per destination address. It is safe for
 // concurrent use. Create it with [New] and release its resources with
-// [Pool.Close].
+// [Pool.Close]. A Pool must be created by New: its methods panic with a
+// message saying so when called on a nil *Pool or a zero-value Pool.
 type Pool struct {
 	dial        func(ctx context.Context, address string) (net.Conn, error)
 	capacity    int   // most idle conns kept per address; >= 0
@@ -204,6 +217,10 @@ type Pool struct {
 
 	buckets registry
 	closed  atomic.Bool
+
+	// closers counts the goroutines closing conns that checkouts took out
+	// of service (see bucket.closeLaterLocked). Close waits for them.
+	closers sync.WaitGroup
 
 	// closing is cancelled by Close, ending the dials that run in
 	// goroutines of their own.
@@ -321,8 +338,16 @@ func (p *Pool) NewContext(ctx context.Context, address string) (net.Conn, error)
 	return p.checkout(ctx, address, true)
 }
 
+// mustBeNew panics with a clear message if p was not created by New.
+func (p *Pool) mustBeNew() {
+	if p == nil || p.dial == nil {
+		panic(notNew)
+	}
+}
+
 // checkout serves Get and New (fresh): a reused conn, a dial, or a wait.
 func (p *Pool) checkout(ctx context.Context, address string, fresh bool) (net.Conn, error) {
+	p.mustBeNew()
 	if p.closed.Load() {
 		return nil, ErrClosed
 	}
@@ -332,15 +357,10 @@ func (p *Pool) checkout(ctx context.Context, address string, fresh bool) (net.Co
 	}
 	b := p.buckets.lookup(address)
 	for {
-		c, w, discarded, err := b.acquire(now, fresh)
-		if err == errBucketDropped {
-			b = p.buckets.lookupSlow(address)
-			continue
-		}
-		if len(discarded) > 0 {
-			b.closeDiscarded(discarded)
-		}
+		c, w, gen, err := b.acquire(now, fresh)
 		switch {
+		case err == errBucketDropped:
+			b = p.buckets.lookupSlow(address)
 		case err != nil:
 			return nil, err
 		case c != nil:
@@ -351,16 +371,16 @@ func (p *Pool) checkout(ctx context.Context, address string, fresh bool) (net.Co
 		case w != nil:
 			return p.wait(ctx, b, w)
 		default:
-			return p.dialFor(ctx, b)
+			return p.dialFor(ctx, b, gen)
 		}
 	}
 }
 
 // verify runs the liveness check and the validator on a reused conn,
-// outside every lock. A conn that fails is closed, its handle ended, and
-// verify reports false.
+// outside every lock. A conn that fails is taken out of service, its handle
+// ended, and verify reports false; the conn is closed in the background.
 func (p *Pool) verify(c *Conn) bool {
-	pc := c.pc
+	pc := c.pc.Load()
 	if !c.reused || (pc.probe == nil && p.validator == nil) {
 		return true
 	}
@@ -368,17 +388,27 @@ func (p *Pool) verify(c *Conn) bool {
 	switch {
 	case pc.probe != nil && pc.probe.check() != nil:
 		reason = &c.b.counters.ClosedDeadAtCheckout
-	case p.validator != nil && c.idle >= p.validateAge && p.validator(pc.nc) != nil:
+	case p.validator != nil && c.idle >= p.validateAge && !p.validate(c, pc):
 		reason = &c.b.counters.ClosedValidatorFailed
 	default:
 		return true
 	}
-	c.state.Store(stateReleased) // the handle was never handed out
-	c.b.mu.Lock()
-	toClose := c.b.discardLocked(nil, pc.nc, reason)
-	c.b.mu.Unlock()
-	c.b.closeDiscarded(toClose)
+	c.b.unreuse(c, pc, reason, false)
 	return false
+}
+
+// validate runs the validator on pc, the conn of c. If the validator
+// panics, the conn is closed and its slot freed before the panic goes on.
+func (p *Pool) validate(c *Conn, pc *pconn) bool {
+	panicked := true
+	defer func() {
+		if panicked {
+			c.b.unreuse(c, pc, &c.b.counters.ClosedValidatorFailed, true)
+		}
+	}()
+	err := p.validator(pc.nc)
+	panicked = false
+	return err == nil
 }
 
 // wait parks a checkout at an address at its active cap until it is handed
@@ -406,9 +436,7 @@ func (p *Pool) wait(ctx context.Context, b *bucket, w *waiter) (net.Conn, error)
 	case d.c != nil:
 		return d.c, nil
 	case d.grant:
-		return p.dialFor(ctx, b)
-	case d.err == errBucketDropped: // the address was drained: start over
-		return p.checkout(ctx, b.address, w.fresh)
+		return p.dialFor(ctx, b, d.gen)
 	default:
 		return nil, d.err
 	}
@@ -421,6 +449,7 @@ func (p *Pool) wait(ctx context.Context, b *bucket, w *waiter) (net.Conn, error)
 // in use are closed when their holders call Close or Release. A second call
 // returns ErrClosed and does nothing else.
 func (p *Pool) Close() error {
+	p.mustBeNew()
 	if !p.closed.CompareAndSwap(false, true) {
 		return ErrClosed
 	}
@@ -442,6 +471,9 @@ func (p *Pool) Close() error {
 		result = multierror.Append(result, closeEach(d.conns))
 		d.b.freeClosed(len(d.conns))
 	}
+	// Every bucket was locked above after the pool was marked closed, so
+	// no checkout can start another closing goroutine now.
+	p.closers.Wait()
 	return result.ErrorOrNil()
 }
 

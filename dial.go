@@ -2,66 +2,106 @@ package connpool
 
 import (
 	"context"
+	"fmt"
 	"net"
 )
 
-// dialFor dials a conn for b, which has a slot reserved for it (b.dialing
-// counts it). With a context that can end, the dial runs in a goroutine of
-// its own, so the caller can give up while the dial goes on.
-func (p *Pool) dialFor(ctx context.Context, b *bucket) (net.Conn, error) {
-	if ctx.Done() == nil {
-		nc, err := p.dialConn(ctx, b.address)
-		now, deadline := p.dialTimes()
+// dialFor dials a conn for b, which has a slot reserved for a dial of
+// generation gen (b.dialing counts it). With a context that can end, the
+// dial runs in a goroutine of its own, so the caller can give up while the
+// dial goes on.
+//
+// Once Pool.Close has begun no dial starts: the slot is given back and the
+// caller gets ErrClosed. If the dial function panics, the slot is freed and
+// the panic goes on.
+func (p *Pool) dialFor(ctx context.Context, b *bucket, gen uint32) (net.Conn, error) {
+	if p.closed.Load() {
 		b.mu.Lock()
-		c, toClose, err := b.dialDoneLocked(nc, err, now, deadline)
+		b.cancelDialLocked()
 		b.mu.Unlock()
-		b.closeDiscarded(toClose)
-		if err != nil {
-			return nil, err
-		}
-		return c, nil
+		return nil, ErrClosed
 	}
-	return p.dialDetached(ctx, b)
+	if ctx.Done() != nil {
+		return p.dialDetached(ctx, b, gen)
+	}
+	dialed := false
+	defer func() {
+		if !dialed { // the dial function panicked
+			b.mu.Lock()
+			b.dialFailedLocked()
+			b.mu.Unlock()
+		}
+	}()
+	pc, now, err := p.dialConn(ctx, b, gen)
+	dialed = true
+	b.mu.Lock()
+	c, toClose, err := b.dialDoneLocked(pc, err, now)
+	b.mu.Unlock()
+	_ = b.closeDiscarded(toClose) // only when the pool closed: the caller gets ErrClosed
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
 }
 
 // dialDoneLocked ends a reserved dial for a caller waiting on it: it returns
 // the caller's handle, or the dial's error. If the pool closed meanwhile, the
 // new conn is returned in toClose for closeDiscarded.
-func (b *bucket) dialDoneLocked(nc net.Conn, err error, now, deadline int64) (c *Conn, toClose []net.Conn, _ error) {
+func (b *bucket) dialDoneLocked(pc *pconn, err error, now int64) (c *Conn, toClose []net.Conn, _ error) {
 	if err != nil {
 		b.dialFailedLocked()
 		return nil, nil, err
 	}
-	pc, err := b.dialedLocked(nc, now, deadline)
-	if err != nil {
-		return nil, []net.Conn{nc}, err
+	if err := b.dialedLocked(pc, now); err != nil {
+		return nil, []net.Conn{pc.nc}, err
 	}
 	return b.newConnLocked(pc, pc.probe != nil), nil, nil
 }
 
-// dialConn calls the dial function and names the address in its errors.
-func (p *Pool) dialConn(ctx context.Context, address string) (net.Conn, error) {
-	nc, err := p.dial(ctx, address)
+// dialConn calls the dial function for b's address and wraps the conn in a
+// pconn of generation gen, with the clock reading taken after the dial. It
+// names the address in its errors. It takes no lock: the pconn is built,
+// and the conn's addresses read, before the bucket sees it.
+func (p *Pool) dialConn(ctx context.Context, b *bucket, gen uint32) (pc *pconn, now int64, err error) {
+	nc, err := p.dial(ctx, b.address)
 	if err == nil && nc == nil {
 		err = ErrNilConn
 	}
 	if err != nil {
 		if nc != nil {
-			nc.Close()
+			_ = nc.Close() // the dial failed; its error is the one to report
 		}
-		return nil, &DialError{Address: address, Err: err}
+		return nil, 0, &DialError{Address: b.address, Err: err}
 	}
-	return nc, nil
+	var deadline int64
+	if p.needClock {
+		now = p.clock()
+		deadline = p.lifetimeDeadline(now)
+	}
+	pc = &pconn{
+		nc:       nc,
+		b:        b,
+		addrs:    &connAddrs{local: nc.LocalAddr(), remote: nc.RemoteAddr()},
+		deadline: deadline,
+		gen:      gen,
+	}
+	if p.liveness {
+		pc.probe = newProbe(nc)
+	}
+	return pc, now, nil
 }
 
-// dialTimes returns the clock reading after a dial and the new conn's
-// lifetime deadline.
-func (p *Pool) dialTimes() (now, deadline int64) {
-	if !p.needClock {
-		return 0, 0
-	}
-	now = p.clock()
-	return now, p.lifetimeDeadline(now)
+// dialConnRecovered is dialConn for goroutines the pool owns, where no
+// caller could recover a panic: a panicking dial function becomes a
+// DialError wrapping [ErrDialPanicked], delivered to whoever waits.
+func (p *Pool) dialConnRecovered(ctx context.Context, b *bucket, gen uint32) (pc *pconn, now int64, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			pc, now = nil, 0
+			err = &DialError{Address: b.address, Err: fmt.Errorf("%w: %v", ErrDialPanicked, v)}
+		}
+	}()
+	return p.dialConn(ctx, b, gen)
 }
 
 // detachedContext returns a context for a dial that outlives its caller: it
@@ -87,13 +127,12 @@ type pendingDial struct {
 // dialDetached dials in a goroutine of its own and waits for it or for ctx.
 // If ctx ends first, the caller gets ctx.Err() and the conn, once dialed,
 // goes to the next waiter or the idle stack instead of being wasted.
-func (p *Pool) dialDetached(ctx context.Context, b *bucket) (net.Conn, error) {
+func (p *Pool) dialDetached(ctx context.Context, b *bucket, gen uint32) (net.Conn, error) {
 	pd := &pendingDial{done: make(chan struct{})}
 	dctx, cancel := p.detachedContext(ctx)
 	go func() {
 		defer cancel()
-		nc, err := p.dialConn(dctx, b.address)
-		now, deadline := p.dialTimes()
+		pc, now, err := p.dialConnRecovered(dctx, b, gen)
 		var toClose []net.Conn
 		var victim *lruNode
 		b.mu.Lock()
@@ -101,16 +140,16 @@ func (p *Pool) dialDetached(ctx context.Context, b *bucket) (net.Conn, error) {
 		case err != nil && pd.abandoned:
 			b.dialFailedLocked()
 		case pd.abandoned:
-			toClose, victim = b.adoptLocked(nc, now, deadline)
+			toClose, victim = b.adoptLocked(pc, now)
 		default:
-			pd.c, toClose, pd.err = b.dialDoneLocked(nc, err, now, deadline)
+			pd.c, toClose, pd.err = b.dialDoneLocked(pc, err, now)
 			close(pd.done)
 		}
 		b.mu.Unlock()
 		if victim != nil {
 			victim.b.evict(victim)
 		}
-		b.closeDiscarded(toClose)
+		_ = b.closeDiscarded(toClose) // a conn the pool did not keep; nobody waits for it
 	}()
 
 	select {

@@ -2,29 +2,35 @@ package connpool
 
 import "net"
 
-// Drain retires address, for a backend leaving the set a balancer chooses
-// from. It closes the address's idle conns now and returns their close
-// errors combined; conns of the address still in use are closed when their
-// holders return them, not pooled (all counted in ClosedDrained); waiting
-// checkouts move on to a fresh start. The pool forgets the address's old
-// state once nothing is bound to it, and a later Get for the address starts
-// afresh, dialing new conns. Drain of an unknown address does nothing. It
-// returns [ErrClosed] on a closed pool.
+// Drain retires the conns of address, for a backend leaving the set a
+// balancer chooses from. It closes the address's idle conns now and returns
+// their close errors combined. Conns of the address that are in use, or
+// being dialed, are closed when their holders return them rather than
+// pooled (all counted in ClosedDrained); until their Close returns they
+// still count against [WithMaxActive], so no more than its limit of sockets
+// to the address exist at any moment. Checkouts waiting at the limit stay in
+// line and are served by new dials as the old conns close. A later Get for
+// the address dials a new conn; the cleaner forgets the address once
+// nothing is bound to it, as for any address. Drain of an unknown address
+// does nothing. It returns [ErrClosed] on a closed pool.
 func (p *Pool) Drain(address string) error {
+	p.mustBeNew()
 	if p.closed.Load() {
 		return ErrClosed
 	}
 	r := &p.buckets
 	r.mu.Lock()
 	b := r.all[address]
+	r.mu.Unlock()
 	if b == nil {
-		r.mu.Unlock()
 		return nil
 	}
-	delete(r.all, address)
-	r.snapshotLocked()
 	b.mu.Lock()
-	b.draining = true
+	if b.dropped { // the cleaner dropped it meanwhile: nothing was bound to it
+		b.mu.Unlock()
+		return nil
+	}
+	b.gen++
 	idle := b.idle
 	b.idle = nil
 	var toClose []net.Conn
@@ -34,17 +40,7 @@ func (p *Pool) Drain(address string) error {
 		}
 		toClose = b.discardLocked(toClose, ic.pc.nc, &b.counters.ClosedDrained)
 	}
-	// Waiters start over: their checkout looks the address up again.
-	for b.waiters.len() > 0 {
-		b.wakeLocked(b.waiters.first(), delivery{err: errBucketDropped})
-	}
-	if r.draining == nil {
-		r.draining = make(map[*bucket]struct{})
-	}
-	r.draining[b] = struct{}{}
-	r.forgetDrainedLocked(b) // at once if nothing is bound to it
 	b.mu.Unlock()
-	r.mu.Unlock()
 
 	err := closeEach(toClose)
 	if len(toClose) > 0 {

@@ -1,7 +1,6 @@
 package connpool_test
 
 import (
-	"net"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -42,34 +41,6 @@ func TestDrainClosesIdleConnsNowAndInUseOnesOnReturn(t *testing.T) {
 	// The other address is untouched.
 	assert.EqualValues(t, 1, destination(p.Stats(), "b:1").Idle)
 	assert.NoError(t, p.Drain("unknown:1"))
-}
-
-func TestDrainMovesWaitersToAFreshStart(t *testing.T) {
-	var d testnet.FakeDialer
-	p := newPool(t, d.Dial, 8, 0, connpool.WithMaxActive(1))
-
-	held := checkout(t, p, "a:1", 1)[0]
-	got := goGet(func() (net.Conn, error) { return p.Get("a:1") })
-	waitForWaiters(t, p, "a:1", 1)
-	require.NoError(t, p.Drain("a:1"))
-	r := <-got
-	require.NoError(t, r.err, "the waiter dials on the fresh address")
-	assert.NotEqual(t, id(held), id(r.c))
-	giveBack(t, held, r.c)
-	assert.EqualValues(t, 1, d.Open(), "the drained conn was closed on return")
-}
-
-func TestDrainedAddressIsForgottenOnceEmpty(t *testing.T) {
-	var d testnet.FakeDialer
-	p := newPool(t, d.Dial, 8, 0)
-
-	inUse := checkout(t, p, "a:1", 1)[0]
-	require.NoError(t, p.Drain("a:1"))
-	assert.Len(t, p.Stats().Destinations, 1, "still there while a conn is in use")
-	giveBack(t, inUse)
-	assert.Empty(t, p.Stats().Destinations, "forgotten once empty")
-	assert.EqualValues(t, 1, p.Stats().Dials, "its counts stay in the pool-wide totals")
-	assert.EqualValues(t, 1, p.Stats().ClosedDrained)
 }
 
 func TestDrainOnAClosedPool(t *testing.T) {

@@ -75,6 +75,7 @@ func FuzzPool(f *testing.F) {
 			if err := m.apply(p, clock, op, arg); err != nil {
 				t.Fatalf("step %d (op %d, arg %d): %v", step, op, arg, err)
 			}
+			p.closers.Wait() // conns a checkout discarded are closed in the background
 			if err := m.check(p, &d); err != nil {
 				t.Fatalf("after step %d (op %d, arg %d): %v", step, op, arg, err)
 			}
@@ -229,7 +230,7 @@ func (m *model) check(p *Pool, d *testnet.FakeDialer) error {
 	// No conn is both idle and in use.
 	held := map[*pconn]bool{}
 	for _, h := range m.inUse {
-		held[h.c.pc] = true
+		held[h.c.pc.Load()] = true
 	}
 	p.buckets.mu.Lock()
 	defer p.buckets.mu.Unlock()

@@ -57,6 +57,7 @@ func TestGetNeverHandsOutConnIdleForTimeout(t *testing.T) {
 	require.NoError(t, err)
 	defer c3.Close()
 	assert.NotEqual(t, c.LocalAddr(), c3.LocalAddr(), "idle for the timeout: not handed out")
+	p.closers.Wait() // Get closes discarded conns in the background
 	assert.EqualValues(t, 1, d.Conns()[0].Closes.Load(), "the expired conn is closed by Get")
 	s := p.Stats()
 	assert.EqualValues(t, 1, s.ClosedIdleTimeout)
@@ -80,6 +81,7 @@ func TestGetClosesEveryExpiredConnOfTheAddress(t *testing.T) {
 	c, err := p.Get("a:1")
 	require.NoError(t, err)
 	defer c.Close()
+	p.closers.Wait() // Get closes discarded conns in the background
 	assert.EqualValues(t, 4, d.Dials())
 	assert.EqualValues(t, 1, d.Open())
 	assert.EqualValues(t, 3, p.Stats().ClosedIdleTimeout)
@@ -196,9 +198,9 @@ func TestDroppedBucketsLeaveTheRegistry(t *testing.T) {
 	assert.Empty(t, *r.read.Load(), "the snapshot must not keep dropped buckets alive")
 	r.mu.Unlock()
 	for _, c := range handles {
-		c.pc.b.mu.Lock()
-		assert.True(t, c.pc.b.dropped)
-		c.pc.b.mu.Unlock()
+		c.b.mu.Lock()
+		assert.True(t, c.b.dropped)
+		c.b.mu.Unlock()
 	}
 	assert.EqualValues(t, 100, p.Stats().Released)
 }
@@ -209,7 +211,7 @@ func TestGetOnADroppedBucketMovesToANewOne(t *testing.T) {
 
 	c, err := p.Get("a:1")
 	require.NoError(t, err)
-	old := c.(*Conn).pc.b
+	old := c.(*Conn).b
 	require.NoError(t, c.(*Conn).Release())
 
 	// Drop the bucket but leave it in the snapshot, as a concurrent sweep
@@ -226,9 +228,9 @@ func TestGetOnADroppedBucketMovesToANewOne(t *testing.T) {
 	c, err = p.Get("a:1")
 	require.NoError(t, err)
 	defer c.Close()
-	assert.NotSame(t, old, c.(*Conn).pc.b)
+	assert.NotSame(t, old, c.(*Conn).b)
 	r.mu.Lock()
-	assert.Same(t, r.all["a:1"], c.(*Conn).pc.b)
+	assert.Same(t, r.all["a:1"], c.(*Conn).b)
 	r.mu.Unlock()
 }
 

@@ -8,23 +8,25 @@ import (
 
 // registry maps addresses to buckets. Lookups of known addresses read an
 // immutable snapshot behind an atomic pointer and take no lock. The snapshot
-// is rebuilt from the authoritative map after as many slow lookups as the map
-// has entries, so rebuilding costs O(1) amortised per slow lookup. This is the
-// read-mostly design of the original sync.Map, with string keys hashed
-// natively, which halves the cost of a lookup on the hit path.
+// is rebuilt from the authoritative map after as many changes (slow lookups
+// and dropped buckets) as the map has entries, so rebuilding costs O(1)
+// amortised per change. This is the read-mostly design of the original
+// sync.Map, with string keys hashed natively, which halves the cost of a
+// lookup on the hit path.
+//
+// Go maps never shrink, so once the authoritative map holds fewer than half
+// the entries it once held, the cleaner copies it into a map of the right
+// size; the memory of addresses that came and went is then given back.
 type registry struct {
 	pool *Pool
 
 	read atomic.Pointer[map[string]*bucket] // snapshot; never modified once stored
 
 	mu      sync.Mutex         // protects the fields below; taken before bucket.mu
-	all     map[string]*bucket // authoritative; holds no dropped bucket
-	misses  int                // slow lookups since the snapshot was taken
+	all     map[string]*bucket // authoritative; holds every bucket not dropped
+	peak    int                // the most entries all has held since it was made
+	misses  int                // changes since the snapshot was taken
 	retired Counters           // counters of the buckets removed so far
-
-	// draining holds buckets that Pool.Drain took out of all while conns
-	// were still bound to them, until they are empty.
-	draining map[*bucket]struct{}
 }
 
 // lookup returns the bucket of address, creating it if needed. The snapshot
@@ -50,45 +52,50 @@ func (r *registry) lookupSlow(address string) *bucket {
 		}
 		b = &bucket{address: address, pool: r.pool}
 		r.all[address] = b
+		r.peak = max(r.peak, len(r.all))
 	}
-	r.misses++
-	if r.misses > len(r.all) {
-		r.snapshotLocked()
-	}
+	r.changedLocked(1)
 	return b
 }
 
-// removeLocked forgets b and keeps its counters in retired. The caller holds
-// r.mu and b.mu and has marked b dropped.
-func (r *registry) removeLocked(b *bucket) {
+// dropLocked forgets b if nothing is bound to it, keeping its counters in
+// retired, and reports whether it did. The caller holds r.mu and b.mu.
+func (r *registry) dropLocked(b *bucket) bool {
+	if b.dropped || !b.emptyLocked() {
+		return false
+	}
 	if r.all[b.address] != b {
-		panic("connpool: bug: removing unknown bucket " + b.address)
-	}
-	delete(r.all, b.address)
-	r.retired.add(b.counters)
-}
-
-// finishDrain forgets a draining bucket once it is empty.
-func (r *registry) finishDrain(b *bucket) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if _, ok := r.draining[b]; !ok {
-		return
-	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	r.forgetDrainedLocked(b)
-}
-
-// forgetDrainedLocked forgets a draining bucket if nothing is bound to it
-// any more, keeping its counters in retired. The caller holds r.mu and b.mu.
-func (r *registry) forgetDrainedLocked(b *bucket) {
-	if !b.emptyLocked() {
-		return
+		panic("connpool: bug: dropping unknown bucket " + b.address)
 	}
 	b.dropped = true
-	delete(r.draining, b)
+	delete(r.all, b.address)
 	r.retired.add(b.counters)
+	return true
+}
+
+// changedLocked counts n changes the snapshot does not show and rebuilds it
+// once they are as many as the map's entries. The caller holds r.mu.
+func (r *registry) changedLocked(n int) {
+	r.misses += n
+	if r.misses > len(r.all) {
+		r.snapshotLocked()
+	}
+}
+
+// shrinkLocked copies the map into one of the right size once it holds
+// fewer than half the entries it once held. The copy costs O(entries) and
+// follows at least as many deletions. The caller holds r.mu.
+func (r *registry) shrinkLocked() {
+	if len(r.all) >= r.peak/2 {
+		return
+	}
+	m := make(map[string]*bucket, len(r.all))
+	for address, b := range r.all {
+		m[address] = b
+	}
+	r.all = m
+	r.peak = len(m)
+	r.snapshotLocked()
 }
 
 // snapshotLocked publishes a copy of the authoritative map. The caller holds

@@ -113,6 +113,7 @@ type Stats struct {
 // Stats returns a snapshot of the pool's counts. Each address is read
 // consistently; different addresses are read one after the other.
 func (p *Pool) Stats() Stats {
+	p.mustBeNew()
 	s := Stats{Timestamp: time.Now().Unix()}
 	r := &p.buckets
 	r.mu.Lock()
@@ -122,12 +123,6 @@ func (p *Pool) Stats() Stats {
 		b.mu.Lock()
 		s.Destinations = append(s.Destinations, b.statsLocked())
 		b.mu.Unlock()
-	}
-	for b := range r.draining {
-		b.mu.Lock()
-		d := b.statsLocked()
-		b.mu.Unlock()
-		s.Destinations = mergeDestination(s.Destinations, d)
 	}
 	r.mu.Unlock()
 
@@ -143,22 +138,6 @@ func (p *Pool) Stats() Stats {
 		s.Counters.add(d.Counters)
 	}
 	return s
-}
-
-// mergeDestination adds the counts of a draining bucket to those of the
-// bucket that replaced it for the same address, if any.
-func mergeDestination(ds []DestinationStats, d DestinationStats) []DestinationStats {
-	for i := range ds {
-		if ds[i].Address == d.Address {
-			ds[i].Total += d.Total
-			ds[i].Idle += d.Idle
-			ds[i].InUse += d.InUse
-			ds[i].Waiting += d.Waiting
-			ds[i].Counters.add(d.Counters)
-			return ds
-		}
-	}
-	return append(ds, d)
 }
 
 // String formats the snapshot as one line for the pool and one per address.

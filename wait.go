@@ -18,9 +18,10 @@ type waiter struct {
 
 // delivery is what wakes a waiter: exactly one field is set.
 type delivery struct {
-	c     *Conn // a returned conn, handed over with a fresh handle
-	grant bool  // a slot, already counted in bucket.dialing: the waiter dials
-	err   error // the pool was closed
+	c     *Conn  // a returned conn, handed over with a fresh handle
+	grant bool   // a slot, already counted in bucket.dialing: the waiter dials
+	gen   uint32 // with grant: the generation the slot was reserved in
+	err   error  // the pool was closed
 }
 
 // waitQueue is a FIFO of waiters with O(1) removal from anywhere.
@@ -88,7 +89,7 @@ func (b *bucket) wakeLocked(w *waiter, d delivery) {
 func (b *bucket) grantSlotsLocked() {
 	for b.waiters.len() > 0 && b.hasSlotLocked() {
 		b.dialing++
-		b.wakeLocked(b.waiters.first(), delivery{grant: true})
+		b.wakeLocked(b.waiters.first(), delivery{grant: true, gen: b.gen})
 	}
 }
 
@@ -119,10 +120,9 @@ func (b *bucket) abandonLocked(w *waiter) (toClose []net.Conn, victim *lruNode) 
 	switch {
 	case d.c != nil:
 		// The handle was never handed out; only the socket moves on.
-		return b.putLocked(d.c.pc, d.c.probed)
+		return b.putLocked(d.c.pc.Swap(nil), d.c.probed)
 	case d.grant:
-		b.dialing--
-		b.grantSlotsLocked()
+		b.cancelDialLocked()
 	}
 	return nil, nil
 }
@@ -140,9 +140,10 @@ func (b *bucket) giveUp(w *waiter, d time.Duration) {
 	b.mu.Lock()
 	b.counters.WaitDuration += d
 	toClose, victim := b.abandonLocked(w)
+	toClose = b.closeOffPathLocked(toClose)
 	b.mu.Unlock()
 	if victim != nil {
 		victim.b.evict(victim)
 	}
-	b.closeDiscarded(toClose)
+	_ = b.closeDiscarded(toClose) // the caller gets its own error, not this one
 }

@@ -22,6 +22,7 @@ const warmParallel = 4
 // the background and their conns still go to the pool. It returns
 // [ErrClosed] on a closed pool and an error for negative n.
 func (p *Pool) Warm(ctx context.Context, address string, n int) error {
+	p.mustBeNew()
 	if n < 0 {
 		return fmt.Errorf("connpool: Warm: n %d is negative", n)
 	}
@@ -37,13 +38,16 @@ func (p *Pool) Warm(ctx context.Context, address string, n int) error {
 	}
 
 	var (
-		mu   sync.Mutex // protects errs
-		errs *multierror.Error
-		wg   sync.WaitGroup
+		mu       sync.Mutex // protects errs and returned
+		errs     *multierror.Error
+		returned bool // Warm has returned errs: dials that end later add nothing to it
+		wg       sync.WaitGroup
 	)
 	record := func(err error) {
 		mu.Lock()
-		errs = multierror.Append(errs, err)
+		if !returned {
+			errs = multierror.Append(errs, err)
+		}
 		mu.Unlock()
 	}
 	sem := make(chan struct{}, warmParallel)
@@ -55,10 +59,10 @@ launch:
 		case <-ctx.Done():
 			break launch
 		}
-		err := b.reserveWarm(target)
+		gen, err := b.reserveWarm(target)
 		for err == errBucketDropped {
 			b = p.buckets.lookupSlow(address)
-			err = b.reserveWarm(target)
+			gen, err = b.reserveWarm(target)
 		}
 		if err != nil {
 			<-sem
@@ -68,13 +72,13 @@ launch:
 			break
 		}
 		wg.Add(1)
-		go func() {
+		go func(b *bucket) { // the dial ends on the bucket it reserved a slot on
 			defer wg.Done()
 			defer func() { <-sem }()
-			if err := p.warmOne(ctx, b); err != nil {
+			if err := p.warmOne(ctx, b, gen); err != nil {
 				record(err)
 			}
-		}()
+		}(b)
 	}
 
 	done := make(chan struct{})
@@ -88,6 +92,7 @@ launch:
 	}
 	mu.Lock()
 	defer mu.Unlock()
+	returned = true
 	if err := ctx.Err(); err != nil {
 		errs = multierror.Append(errs, err)
 	}
@@ -100,29 +105,38 @@ var errWarmEnough = fmt.Errorf("connpool: bug: warm stop escaped")
 
 // reserveWarm reserves a slot for one warming dial, unless the idle conns
 // and warming dials of the address already reach target or no slot is free.
-func (b *bucket) reserveWarm(target int) error {
+// It returns the generation the slot was reserved in.
+func (b *bucket) reserveWarm(target int) (gen uint32, err error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	switch {
-	case b.dropped || b.draining:
-		return errBucketDropped
+	case b.dropped:
+		return 0, errBucketDropped
 	case b.pool.closed.Load():
-		return ErrClosed
+		return 0, ErrClosed
 	case len(b.idle)+b.warming >= target || !b.hasSlotLocked():
-		return errWarmEnough
+		return 0, errWarmEnough
 	}
 	b.dialing++
 	b.warming++
-	return nil
+	return b.gen, nil
 }
 
 // warmOne runs one warming dial reserved with reserveWarm, with ctx's values
-// but not its cancellation, and puts the conn in the pool.
-func (p *Pool) warmOne(ctx context.Context, b *bucket) error {
+// but not its cancellation, and puts the conn in the pool. A dial function
+// that panics fails the dial with ErrDialPanicked; no dial starts once the
+// pool is closing.
+func (p *Pool) warmOne(ctx context.Context, b *bucket, gen uint32) error {
+	if p.closed.Load() {
+		b.mu.Lock()
+		b.warming--
+		b.cancelDialLocked()
+		b.mu.Unlock()
+		return ErrClosed
+	}
 	dctx, cancel := p.detachedContext(ctx)
 	defer cancel()
-	nc, err := p.dialConn(dctx, b.address)
-	now, deadline := p.dialTimes()
+	pc, now, err := p.dialConnRecovered(dctx, b, gen)
 	var toClose []net.Conn
 	var victim *lruNode
 	b.mu.Lock()
@@ -130,12 +144,12 @@ func (p *Pool) warmOne(ctx context.Context, b *bucket) error {
 	if err != nil {
 		b.dialFailedLocked()
 	} else {
-		toClose, victim = b.adoptLocked(nc, now, deadline)
+		toClose, victim = b.adoptLocked(pc, now)
 	}
 	b.mu.Unlock()
 	if victim != nil {
 		victim.b.evict(victim)
 	}
-	b.closeDiscarded(toClose)
+	_ = b.closeDiscarded(toClose) // a conn the pool did not keep; Warm reports dials only
 	return err
 }

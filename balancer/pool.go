@@ -111,7 +111,7 @@ func (bp *Pool) Update(endpoints []Endpoint) {
 	}
 	for addr := range bp.addrs {
 		if !next[addr] {
-			bp.p.Drain(addr)
+			_ = bp.p.Drain(addr) // a retired backend's close errors have no caller to go to
 		}
 	}
 	bp.addrs = next

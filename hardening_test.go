@@ -1,0 +1,256 @@
+package connpool_test
+
+import (
+	"context"
+	"net"
+	"runtime"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/seed73091bf1/connpool"
+	"github.com/seed73091bf1/connpool/internal/testnet"
+)
+
+// oneProc runs the rest of the test with GOMAXPROCS 1, so that a goroutine
+// the test wakes runs only once the test blocks. It makes the order of a
+// wake-up and the test's next steps deterministic.
+func oneProc(t *testing.T) {
+	t.Helper()
+	prev := runtime.GOMAXPROCS(1)
+	t.Cleanup(func() { runtime.GOMAXPROCS(prev) })
+}
+
+// Regression: Warm returned the error value its still-running dials kept
+// appending to, so the error changed (and raced) after Warm returned.
+func TestWarmErrorDoesNotChangeAfterWarmReturns(t *testing.T) {
+	d := testnet.NewCountingDialer()
+	d.Gate = make(chan struct{})
+	d.Refuse.Store(true)
+	p := newPool(t, nil, 8, 0, connpool.WithDialContext(func(_ context.Context, address string) (net.Conn, error) {
+		// Without the caller's cancellation, as the pool gives it.
+		return d.DialContext(context.Background(), address)
+	}))
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Warm(ctx, "a:1", 4) }()
+	eventually(t, func() bool { return d.Dialing() == 4 }, "4 dials in flight, have %d", d.Dialing())
+	cancel()
+	err := <-done
+	require.ErrorIs(t, err, context.Canceled)
+	text := err.Error()
+
+	close(d.Gate) // the four dials now fail
+	eventually(t, func() bool { return p.Stats().DialErrors == 4 }, "the dials end")
+	assert.Equal(t, text, err.Error(), "the returned error must not change")
+	assert.NotErrorIs(t, err, testnet.ErrRefused, "dials that failed after Warm returned are not in its error")
+}
+
+// Regression: New at a WithMaxActive cap skipped the idle conns and waited
+// for a slot they held until they expired: forever, without a timeout.
+func TestNewAtMaxActiveClosesTheOldestIdleConnToDial(t *testing.T) {
+	var d testnet.FakeDialer
+	p := newPool(t, d.Dial, 8, 0, connpool.WithMaxActive(2), connpool.WithWaitTimeout(2*time.Second))
+
+	conns := checkout(t, p, "a:1", 2)
+	giveBack(t, conns[0], conns[1]) // conns[0] is the oldest idle conn
+	c, err := p.New("a:1")
+	require.NoError(t, err, "New must not wait for idle conns to expire")
+	defer c.Close()
+	assert.Equal(t, "fake-3", id(c), "a fresh dial")
+	assert.EqualValues(t, 1, d.Conns()[0].Closes.Load(), "the oldest idle conn made room")
+	assert.EqualValues(t, 0, d.Conns()[1].Closes.Load())
+	s := p.Stats()
+	assert.EqualValues(t, 1, s.ClosedForNew)
+	assert.EqualValues(t, 2, s.Total)
+	assert.EqualValues(t, 2, d.Open())
+}
+
+// Regression: a dial function that panicked on Get's goroutine left its
+// reserved slot counted forever.
+func TestPanickingDialOnGetFreesItsSlot(t *testing.T) {
+	var d testnet.FakeDialer
+	var calls atomic.Int64
+	dial := func(address string) (net.Conn, error) {
+		if calls.Add(1) == 1 {
+			panic("dial exploded")
+		}
+		return d.Dial(address)
+	}
+	p := newPool(t, dial, 8, 0, connpool.WithMaxActive(1), connpool.WithWaitTimeout(2*time.Second))
+
+	assert.PanicsWithValue(t, "dial exploded", func() { _, _ = p.Get("a:1") }, "the panic reaches the caller")
+	c, err := p.Get("a:1")
+	require.NoError(t, err, "the slot of the panicked dial must be free")
+	require.NoError(t, c.Close())
+	assert.EqualValues(t, 1, p.Stats().DialErrors)
+}
+
+// Regression: a validator that panicked left its conn open and counted.
+func TestPanickingValidatorClosesItsConn(t *testing.T) {
+	var d testnet.FakeDialer
+	validate := func(net.Conn) error { panic("validator exploded") }
+	p := newPool(t, d.Dial, 8, 0, connpool.WithValidator(validate, 0))
+
+	giveBack(t, checkout(t, p, "a:1", 1)...)
+	assert.PanicsWithValue(t, "validator exploded", func() { _, _ = p.Get("a:1") })
+	assert.EqualValues(t, 1, d.Conns()[0].Closes.Load(), "the conn is closed")
+	assert.EqualValues(t, 0, d.Open())
+	s := p.Stats()
+	assert.EqualValues(t, 0, s.Total, "and no longer counted")
+	assert.EqualValues(t, 1, s.ClosedValidatorFailed)
+}
+
+// Regression: a dial function that panicked in a goroutine of the pool's
+// own (GetContext, NewContext, Warm) crashed the process.
+func TestPanickingDialInAPoolGoroutineBecomesADialError(t *testing.T) {
+	dial := func(context.Context, string) (net.Conn, error) { panic("dial exploded") }
+	p := newPool(t, nil, 8, 0, connpool.WithDialContext(dial))
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for name, checkout := range map[string]func() (net.Conn, error){
+		"GetContext": func() (net.Conn, error) { return p.GetContext(ctx, "a:1") },
+		"NewContext": func() (net.Conn, error) { return p.NewContext(ctx, "a:1") },
+	} {
+		_, err := checkout()
+		var de *connpool.DialError
+		require.ErrorAs(t, err, &de, name)
+		assert.Equal(t, "a:1", de.Address, name)
+		assert.ErrorIs(t, err, connpool.ErrDialPanicked, name)
+		assert.Contains(t, err.Error(), "dial exploded", name)
+	}
+	err := p.Warm(ctx, "a:1", 2)
+	assert.ErrorIs(t, err, connpool.ErrDialPanicked)
+	assert.Contains(t, err.Error(), "dial exploded")
+	s := p.Stats()
+	assert.EqualValues(t, 4, s.DialErrors)
+	assert.EqualValues(t, 0, s.Total)
+}
+
+// Regression: Drain moved waiters to a fresh bucket while the drained
+// bucket's conns stayed open, so more sockets than WithMaxActive allows
+// existed at once.
+func TestDrainKeepsWithMaxActiveForConnsFromBeforeIt(t *testing.T) {
+	d := testnet.NewCountingDialer()
+	p := newPool(t, d.Dial, 8, 0, connpool.WithMaxActive(1))
+
+	held := checkout(t, p, "a:1", 1)[0]
+	got := goGet(func() (net.Conn, error) { return p.Get("a:1") })
+	waitForWaiters(t, p, "a:1", 1)
+	require.NoError(t, p.Drain("a:1"))
+	assert.EqualValues(t, 1, destination(p.Stats(), "a:1").Waiting, "the waiter stays in line")
+
+	giveBack(t, held) // closed as drained; its slot goes to the waiter
+	r := <-got
+	require.NoError(t, r.err)
+	assert.NotEqual(t, id(held), id(r.c), "the drained conn is not handed on")
+	giveBack(t, r.c)
+	assert.EqualValues(t, 1, d.MaxLive(), "never more sockets than WithMaxActive(1)")
+	assert.EqualValues(t, 1, p.Stats().ClosedDrained)
+}
+
+// Regression: a waiter woken by Drain added its wait to counters that were
+// already folded into the pool-wide totals, so the totals lost it.
+func TestWaitTimeSurvivesADrain(t *testing.T) {
+	oneProc(t)
+	var d testnet.FakeDialer
+	p := newPool(t, d.Dial, 8, 0, connpool.WithMaxActive(1))
+
+	held := checkout(t, p, "a:1", 1)[0]
+	got := goGet(func() (net.Conn, error) { return p.Get("a:1") })
+	waitForWaiters(t, p, "a:1", 1)
+	require.NoError(t, p.Drain("a:1"))
+	giveBack(t, held)
+	r := <-got
+	require.NoError(t, r.err)
+	giveBack(t, r.c)
+
+	s := p.Stats()
+	assert.EqualValues(t, 1, s.WaitCount)
+	assert.Positive(t, s.WaitDuration, "the wait is in the totals")
+}
+
+// Regression: a waiter granted a slot just as Pool.Close began still dialed
+// (49 runs of 50).
+func TestWaiterGrantedASlotAsPoolCloseBeginsDoesNotDial(t *testing.T) {
+	oneProc(t)
+	var d testnet.FakeDialer
+	p, err := connpool.New(d.Dial, 8, 0, connpool.WithMaxActive(1))
+	require.NoError(t, err)
+
+	held := checkout(t, p, "a:1", 1)[0]
+	got := goGet(func() (net.Conn, error) { return p.Get("a:1") })
+	waitForWaiters(t, p, "a:1", 1)
+	require.NoError(t, held.(*connpool.Conn).Release()) // grants the slot to the waiter
+	require.NoError(t, p.Close())                       // before the waiter runs
+	r := <-got
+	assert.ErrorIs(t, r.err, connpool.ErrClosed)
+	assert.Nil(t, r.c)
+	assert.EqualValues(t, 1, d.Dials(), "no dial after Close began")
+	assert.EqualValues(t, 0, d.Open())
+}
+
+// payloadConn is a fake conn carrying a buffer, as a socket carries its
+// read and write buffers.
+type payloadConn struct {
+	testnet.FakeConn
+	payload []byte
+}
+
+// Regression: a live handle kept its whole batch of handles reachable, and
+// with them up to 15 released sockets and their buffers.
+func TestEndedHandlesKeepNoSocketReachable(t *testing.T) {
+	var collected atomic.Int64
+	dial := func(address string) (net.Conn, error) {
+		c := &payloadConn{FakeConn: testnet.FakeConn{Address: address}, payload: make([]byte, 64<<10)}
+		runtime.AddCleanup(c, func(*atomic.Int64) { collected.Add(1) }, &collected)
+		return c, nil
+	}
+	p := newPool(t, dial, 8, 0)
+
+	// The first 16 checkouts of an address share one batch of handles.
+	conns := checkout(t, p, "a:1", 16)
+	keep := conns[0]
+	for _, c := range conns[1:8] {
+		require.NoError(t, c.(*connpool.Conn).Release())
+	}
+	for _, c := range conns[8:] {
+		require.NoError(t, c.Close())
+	}
+	require.NoError(t, p.Drain("a:1")) // closes the returned conns too
+	eventually(t, func() bool {
+		runtime.GC()
+		return collected.Load() == 15
+	}, "15 closed sockets must be collectable while one handle lives; %d were", collected.Load())
+	assert.Equal(t, "a:1", keep.RemoteAddr().String())
+	require.NoError(t, keep.Close())
+	for _, c := range conns[1:] {
+		assert.Equal(t, "a:1", c.RemoteAddr().String(), "an ended handle still tells its addresses")
+	}
+}
+
+// Regression: a nil or zero-value *Pool failed with a nil dereference deep
+// inside the pool.
+func TestPoolUsedWithoutNewPanicsWithAClearMessage(t *testing.T) {
+	const want = "connpool: Pool used without New (nil or zero-value *Pool)"
+	ctx := context.Background()
+	for name, p := range map[string]*connpool.Pool{"nil": nil, "zero": {}} {
+		for op, call := range map[string]func(){
+			"Get":        func() { _, _ = p.Get("a:1") },
+			"GetContext": func() { _, _ = p.GetContext(ctx, "a:1") },
+			"New":        func() { _, _ = p.New("a:1") },
+			"NewContext": func() { _, _ = p.NewContext(ctx, "a:1") },
+			"Warm":       func() { _ = p.Warm(ctx, "a:1", 1) },
+			"Drain":      func() { _ = p.Drain("a:1") },
+			"Stats":      func() { _ = p.Stats() },
+			"Close":      func() { _ = p.Close() },
+		} {
+			assert.PanicsWithValue(t, want, call, "%s pool: %s", name, op)
+		}
+	}
+}
