@@ -67,8 +67,10 @@ type bucket struct {
 
 	// waiters queues checkouts that found the address at its MaxActive
 	// limit, oldest first. Invariants: a waiter is queued only while no slot
-	// is free (grantSlotsLocked runs whenever one frees), and only while no
-	// usable conn is idle (a returned conn goes to a waiter first).
+	// is free (grantSlotsLocked runs whenever one frees); a waiter from Get
+	// only while no usable conn is idle (a returned conn goes to a waiter
+	// first); and a waiter from New that found idle conns has had the oldest
+	// taken out of service, so a slot frees for it once that Close returns.
 	waiters waitQueue
 
 	// now is the latest clock reading seen for this bucket. It never
@@ -94,19 +96,23 @@ type bucket struct {
 	// every checkout still gets a distinct one. A live handle keeps its
 	// batch in memory, but an ended handle refers to no socket, so what a
 	// batch keeps reachable is bounded by the handles still in use.
-	handles []Conn
+	// Batches double from 1 to handleBatch, so an address that sees few
+	// checkouts costs few handles.
+	handles   []Conn
+	batchSize int
 
 	counters Counters
 }
 
-// handleBatch is how many Conn handles a bucket allocates at once.
+// handleBatch is the most Conn handles a bucket allocates at once.
 const handleBatch = 16
 
 // newConnLocked returns a fresh handle for pc; probed tells whether
 // pc.probe is set.
 func (b *bucket) newConnLocked(pc *pconn, probed bool) *Conn {
 	if len(b.handles) == 0 {
-		b.handles = make([]Conn, handleBatch)
+		b.batchSize = min(max(2*b.batchSize, 1), handleBatch)
+		b.handles = make([]Conn, b.batchSize)
 	}
 	c := &b.handles[0]
 	b.handles = b.handles[1:]

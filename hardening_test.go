@@ -213,14 +213,20 @@ func TestEndedHandlesKeepNoSocketReachable(t *testing.T) {
 	}
 	p := newPool(t, dial, 8, 0)
 
-	// The first 16 checkouts of an address share one batch of handles.
+	// Handles are carved from batches; one kept handle keeps its batch.
 	conns := checkout(t, p, "a:1", 16)
-	keep := conns[0]
-	for _, c := range conns[1:8] {
-		require.NoError(t, c.(*connpool.Conn).Release())
-	}
-	for _, c := range conns[8:] {
-		require.NoError(t, c.Close())
+	keep := conns[7]
+	var others []net.Conn
+	for i, c := range conns {
+		switch {
+		case i == 7:
+		case i%2 == 0:
+			require.NoError(t, c.(*connpool.Conn).Release())
+			others = append(others, c)
+		default:
+			require.NoError(t, c.Close())
+			others = append(others, c)
+		}
 	}
 	require.NoError(t, p.Drain("a:1")) // closes the returned conns too
 	eventually(t, func() bool {
@@ -229,7 +235,7 @@ func TestEndedHandlesKeepNoSocketReachable(t *testing.T) {
 	}, "15 closed sockets must be collectable while one handle lives; %d were", collected.Load())
 	assert.Equal(t, "a:1", keep.RemoteAddr().String())
 	require.NoError(t, keep.Close())
-	for _, c := range conns[1:] {
+	for _, c := range others {
 		assert.Equal(t, "a:1", c.RemoteAddr().String(), "an ended handle still tells its addresses")
 	}
 }

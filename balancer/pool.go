@@ -40,8 +40,14 @@ func WithAttempts(n int) PoolOption {
 
 // NewPool returns a Pool that picks with b and checks out conns from p.
 // Call Update to set the endpoints, so that removed addresses are drained
-// from p.
+// from p. It panics, naming the mistake, if p or b is nil.
 func NewPool(p *connpool.Pool, b Balancer, opts ...PoolOption) *Pool {
+	switch {
+	case p == nil:
+		panic("balancer: NewPool needs a *connpool.Pool made by connpool.New; got nil")
+	case b == nil:
+		panic("balancer: NewPool needs a Balancer; got nil")
+	}
 	bp := &Pool{p: p, b: b, attempts: 3, addrs: map[string]bool{}}
 	for _, opt := range opts {
 		opt(bp)

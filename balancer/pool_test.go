@@ -146,6 +146,15 @@ func TestPoolWithNoEndpoints(t *testing.T) {
 	assert.ErrorIs(t, err, balancer.ErrNoEndpoints)
 }
 
+// Regression: NewPool accepted nil and failed later with a nil dereference
+// on the request path.
+func TestNewPoolPanicsOnNilArgumentsWithAClearMessage(t *testing.T) {
+	assert.PanicsWithValue(t, "balancer: NewPool needs a *connpool.Pool made by connpool.New; got nil",
+		func() { balancer.NewPool(nil, balancer.NewRandom(nil)) })
+	assert.PanicsWithValue(t, "balancer: NewPool needs a Balancer; got nil",
+		func() { balancer.NewPool(newConnPool(t), nil) })
+}
+
 func TestPoolMovesAKeyedRequestOnWhenItsBackendIsDown(t *testing.T) {
 	servers, eps := startBackends(t, 3)
 	p := newConnPool(t)
