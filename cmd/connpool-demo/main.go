@@ -68,7 +68,7 @@ func main() {
 	policy := flag.String("policy", "peak-ewma", "balancer policy: "+strings.Join(names, ", "))
 	backendList := flag.String("backends", "", "comma-separated host:port of real line-echo servers to drive instead of the built-in ones (no backend is stopped)")
 	flag.Usage = func() {
-		fmt.Fprintf(flag.CommandLine.Output(), "Usage: connpool-demo [flags]\n\n"+
+		_, _ = fmt.Fprintf(flag.CommandLine.Output(), "Usage: connpool-demo [flags]\n\n"+
 			"Drives load through connpool and its balancer against five built-in\n"+
 			"loopback backends (one slow), stopping one midway, and reports.\n\n")
 		flag.PrintDefaults()
@@ -115,7 +115,7 @@ func run(concurrency int, duration time.Duration, newBalancer func([]balancer.En
 		fmt.Fprintln(os.Stderr, "connpool-demo:", err)
 		return 1
 	}
-	defer pool.Close()
+	defer func() { _ = pool.Close() }() // idle conns to loopback backends; nothing to report at exit
 
 	var eps []balancer.Endpoint
 	byAddr := map[string]*backend{}
@@ -266,15 +266,19 @@ func request(ctx context.Context, bp *balancer.Pool, msg string) (string, error)
 			return "", err
 		}
 		c := conn.(*balancer.Conn)
-		c.SetDeadline(time.Now().Add(2 * time.Second))
-		err = testnet.RoundTrip(c, msg)
-		c.SetDeadline(time.Time{})
+		err = c.SetDeadline(time.Now().Add(2 * time.Second))
+		if err == nil {
+			err = testnet.RoundTrip(c, msg)
+		}
+		if err == nil {
+			err = c.SetDeadline(time.Time{})
+		}
 		if err == nil {
 			addr := c.Address()
-			c.Close()
+			_ = c.Close() // the request succeeded; a close error cannot change that
 			return addr, nil
 		}
-		c.Release()
+		_ = c.Release() // the request's error is the one to report
 		lastErr = fmt.Errorf("%s: %w", c.Address(), err)
 	}
 	return "", lastErr

@@ -74,9 +74,10 @@ func (c *Client) Server(key string) (string, error) {
 // Set stores value under key.
 func (c *Client) Set(ctx context.Context, key string, value []byte) error {
 	return c.do(ctx, key, func(rw *bufio.ReadWriter) error {
-		fmt.Fprintf(rw, "set %s 0 0 %d\r\n", key, len(value))
-		rw.Write(value)
-		rw.WriteString("\r\n")
+		// A bufio.Writer keeps its first error; Flush reports it.
+		_, _ = fmt.Fprintf(rw, "set %s 0 0 %d\r\n", key, len(value))
+		_, _ = rw.Write(value)
+		_, _ = rw.WriteString("\r\n")
 		if err := rw.Flush(); err != nil {
 			return err
 		}
@@ -87,7 +88,7 @@ func (c *Client) Set(ctx context.Context, key string, value []byte) error {
 // Get returns the value of key, and false if there is none.
 func (c *Client) Get(ctx context.Context, key string) (value []byte, found bool, err error) {
 	err = c.do(ctx, key, func(rw *bufio.ReadWriter) error {
-		fmt.Fprintf(rw, "get %s\r\n", key)
+		_, _ = fmt.Fprintf(rw, "get %s\r\n", key) // Flush reports a write error
 		if err := rw.Flush(); err != nil {
 			return err
 		}
@@ -119,7 +120,7 @@ func (c *Client) Get(ctx context.Context, key string) (value []byte, found bool,
 // Delete removes key, and reports whether it existed.
 func (c *Client) Delete(ctx context.Context, key string) (deleted bool, err error) {
 	err = c.do(ctx, key, func(rw *bufio.ReadWriter) error {
-		fmt.Fprintf(rw, "delete %s\r\n", key)
+		_, _ = fmt.Fprintf(rw, "delete %s\r\n", key) // Flush reports a write error
 		if err := rw.Flush(); err != nil {
 			return err
 		}
@@ -150,16 +151,22 @@ func (c *Client) do(ctx context.Context, key string, req func(*bufio.ReadWriter)
 	}
 	bc := conn.(*balancer.Conn)
 	if d, ok := ctx.Deadline(); ok {
-		bc.SetDeadline(d)
+		if err := bc.SetDeadline(d); err != nil {
+			_ = bc.Release() // the request's error is the one to report
+			return err
+		}
 	}
 	rw := bufio.NewReadWriter(bufio.NewReader(bc), bufio.NewWriter(bc))
 	err = req(rw)
 	if err != nil && !errors.Is(err, ErrServer) || rw.Reader.Buffered() > 0 {
-		bc.Release()
+		_ = bc.Release() // the request's error is the one to report
 		return err
 	}
-	bc.SetDeadline(time.Time{})
-	bc.Close()
+	if derr := bc.SetDeadline(time.Time{}); derr != nil {
+		_ = bc.Release()
+		return err
+	}
+	_ = bc.Close() // the request is done; a close error cannot change its outcome
 	return err
 }
 
