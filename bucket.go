@@ -5,6 +5,7 @@ import (
 	"net"
 	"slices"
 	"sync"
+	"unsafe"
 )
 
 // errBucketDropped tells a caller that the cleaner dropped the bucket it
@@ -14,10 +15,11 @@ var errBucketDropped = errors.New("connpool: bug: dropped bucket escaped")
 // idleConn is a conn resting in a bucket.
 type idleConn struct {
 	pc       *pconn
-	since    int64    // a clock reading no later than the moment pc was returned
-	deadline int64    // pc.deadline, kept here so the hit path reads one cache line
-	node     *lruNode // its place in the pool's idle LRU; nil without WithMaxIdle
-	probed   bool     // pc.probe != nil: its since is an exact clock reading
+	since    int64      // a clock reading no later than the moment pc was returned
+	deadline int64      // pc.deadline, kept here so the hit path reads one cache line
+	addrs    *connAddrs // pc.addrs, likewise
+	node     *lruNode   // its place in the pool's idle LRU; nil without WithMaxIdle
+	probed   bool       // pc.probe != nil: its since is an exact clock reading
 }
 
 // bucket is the per-address state of a [Pool]: a LIFO stack of idle conns,
@@ -56,7 +58,9 @@ type bucket struct {
 	// total + dialing <= maxActive.
 	dialing int
 
-	// warming counts the dials of Warm among dialing.
+	// warming counts the dials of Warm among dialing that were reserved in
+	// the current generation; Drain starts it again from zero, since the
+	// conns of older warming dials will be closed, not pooled.
 	warming int
 
 	// closing counts conns taken out of service whose Close has not
@@ -107,18 +111,19 @@ type bucket struct {
 // handleBatch is the most Conn handles a bucket allocates at once.
 const handleBatch = 16
 
-// newConnLocked returns a fresh handle for pc; probed tells whether
-// pc.probe is set.
-func (b *bucket) newConnLocked(pc *pconn, probed bool) *Conn {
+// newConnLocked returns a fresh handle for pc, whose addrs and whether
+// pc.probe is set (probed) the caller passes in, so that handing out an idle
+// conn need not read pc itself.
+func (b *bucket) newConnLocked(pc *pconn, addrs *connAddrs, probed bool) *Conn {
 	if len(b.handles) == 0 {
 		b.batchSize = min(max(2*b.batchSize, 1), handleBatch)
 		b.handles = make([]Conn, b.batchSize)
 	}
 	c := &b.handles[0]
 	b.handles = b.handles[1:]
-	c.pc.Store(pc)
+	c.pc = unsafe.Pointer(pc) // not yet shared: see Conn.pc
 	c.b = b
-	c.addrs = pc.addrs
+	c.addrs = addrs
 	c.probed = probed
 	return c
 }
@@ -135,7 +140,7 @@ func (b *bucket) reuseLocked(ic *idleConn, now int64) *Conn {
 			b.now = now
 		}
 	}
-	c := b.newConnLocked(ic.pc, ic.probed)
+	c := b.newConnLocked(ic.pc, ic.addrs, ic.probed)
 	c.reused = true
 	if now > ic.since {
 		c.idle = now - ic.since
@@ -149,7 +154,7 @@ func (b *bucket) reuseLocked(ic *idleConn, now int64) *Conn {
 // closed in the background, or before unreuse returns if now is set or the
 // pool is closed.
 func (b *bucket) unreuse(c *Conn, pc *pconn, reason *int64, now bool) {
-	c.pc.Store(nil)
+	c.end()
 	b.mu.Lock()
 	b.counters.Reuses--
 	toClose := b.discardLocked(nil, pc.nc, reason)
@@ -361,12 +366,12 @@ func (b *bucket) adoptLocked(pc *pconn, now int64) (toClose []net.Conn, victim *
 	if err := b.dialedLocked(pc, now); err != nil {
 		return []net.Conn{pc.nc}, nil
 	}
-	return b.putLocked(pc, pc.probe != nil)
+	return b.putLocked(pc, pc.addrs, pc.probe != nil)
 }
 
 // put takes back the conn of a handle whose holder called Close, and returns
 // the socket's close error if the pool did not keep it.
-func (b *bucket) put(pc *pconn, probed bool) error {
+func (b *bucket) put(pc *pconn, addrs *connAddrs, probed bool) error {
 	p := b.pool
 	var now int64
 	if p.stampReturns || probed {
@@ -376,7 +381,7 @@ func (b *bucket) put(pc *pconn, probed bool) error {
 	if now > b.now {
 		b.now = now
 	}
-	toClose, victim := b.putLocked(pc, probed)
+	toClose, victim := b.putLocked(pc, addrs, probed)
 	b.mu.Unlock()
 	if victim != nil {
 		victim.b.evict(victim)
@@ -389,9 +394,10 @@ func (b *bucket) put(pc *pconn, probed bool) error {
 // conns the caller must close, and an LRU victim in another bucket that the
 // caller must evict, both after the lock is released.
 //
-// probed is pc.probe != nil, passed in so that, with no limit in play, the
-// common case of pushing onto the idle stack never reads pc itself.
-func (b *bucket) putLocked(pc *pconn, probed bool) (toClose []net.Conn, victim *lruNode) {
+// addrs is pc.addrs and probed is pc.probe != nil, passed in so that, with
+// no limit in play, the common case of pushing onto the idle stack never
+// reads pc itself.
+func (b *bucket) putLocked(pc *pconn, addrs *connAddrs, probed bool) (toClose []net.Conn, victim *lruNode) {
 	p := b.pool
 	switch {
 	case p.closed.Load():
@@ -408,7 +414,7 @@ func (b *bucket) putLocked(pc *pconn, probed bool) (toClose []net.Conn, victim *
 	case len(b.idle) >= p.capacity:
 		return b.discardLocked(nil, pc.nc, &b.counters.ClosedBucketFull), nil
 	}
-	ic := idleConn{pc: pc, since: b.now, probed: probed}
+	ic := idleConn{pc: pc, since: b.now, addrs: addrs, probed: probed}
 	if p.maxLifetime > 0 {
 		ic.deadline = pc.deadline
 	}

@@ -74,7 +74,8 @@ var (
 
 	// ErrDialPanicked is wrapped in the [DialError] of a dial that the pool
 	// ran in a goroutine of its own (for GetContext, NewContext or Warm) and
-	// whose dial function panicked. The message includes the panic value.
+	// whose dial function panicked (the message includes the panic value)
+	// or called runtime.Goexit.
 	// A dial function that panics on the caller's goroutine (Get, New)
 	// panics through to the caller, after the pool freed the dial's slot.
 	ErrDialPanicked = errors.New("connpool: dial function panicked")
@@ -380,7 +381,7 @@ func (p *Pool) checkout(ctx context.Context, address string, fresh bool) (net.Co
 // outside every lock. A conn that fails is taken out of service, its handle
 // ended, and verify reports false; the conn is closed in the background.
 func (p *Pool) verify(c *Conn) bool {
-	pc := c.pc.Load()
+	pc := c.load()
 	if !c.reused || (pc.probe == nil && p.validator == nil) {
 		return true
 	}

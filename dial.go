@@ -55,7 +55,7 @@ func (b *bucket) dialDoneLocked(pc *pconn, err error, now int64) (c *Conn, toClo
 	if err := b.dialedLocked(pc, now); err != nil {
 		return nil, []net.Conn{pc.nc}, err
 	}
-	return b.newConnLocked(pc, pc.probe != nil), nil, nil
+	return b.newConnLocked(pc, pc.addrs, pc.probe != nil), nil, nil
 }
 
 // dialConn calls the dial function for b's address and wraps the conn in a
@@ -91,9 +91,15 @@ func (p *Pool) dialConn(ctx context.Context, b *bucket, gen uint32) (pc *pconn, 
 	return pc, now, nil
 }
 
+// errDialExited is the error of a dial whose function called
+// runtime.Goexit in a goroutine the pool owns.
+var errDialExited = fmt.Errorf("%w: it called runtime.Goexit", ErrDialPanicked)
+
 // dialConnRecovered is dialConn for goroutines the pool owns, where no
 // caller could recover a panic: a panicking dial function becomes a
-// DialError wrapping [ErrDialPanicked], delivered to whoever waits.
+// DialError wrapping [ErrDialPanicked], delivered to whoever waits. A dial
+// function that calls runtime.Goexit cannot be stopped from ending the
+// goroutine; callers finish the dial in a deferred call for that case.
 func (p *Pool) dialConnRecovered(ctx context.Context, b *bucket, gen uint32) (pc *pconn, now int64, err error) {
 	defer func() {
 		if v := recover(); v != nil {
@@ -132,24 +138,13 @@ func (p *Pool) dialDetached(ctx context.Context, b *bucket, gen uint32) (net.Con
 	dctx, cancel := p.detachedContext(ctx)
 	go func() {
 		defer cancel()
-		pc, now, err := p.dialConnRecovered(dctx, b, gen)
-		var toClose []net.Conn
-		var victim *lruNode
-		b.mu.Lock()
-		switch {
-		case err != nil && pd.abandoned:
-			b.dialFailedLocked()
-		case pd.abandoned:
-			toClose, victim = b.adoptLocked(pc, now)
-		default:
-			pd.c, toClose, pd.err = b.dialDoneLocked(pc, err, now)
-			close(pd.done)
-		}
-		b.mu.Unlock()
-		if victim != nil {
-			victim.b.evict(victim)
-		}
-		_ = b.closeDiscarded(toClose) // a conn the pool did not keep; nobody waits for it
+		var (
+			pc  *pconn
+			now int64
+			err error = &DialError{Address: b.address, Err: errDialExited} // unless the dial returns
+		)
+		defer func() { p.detachedDialDone(b, pd, pc, now, err) }()
+		pc, now, err = p.dialConnRecovered(dctx, b, gen)
 	}()
 
 	select {
@@ -169,4 +164,28 @@ func (p *Pool) dialDetached(ctx context.Context, b *bucket, gen uint32) (net.Con
 		return nil, pd.err
 	}
 	return pd.c, nil
+}
+
+// detachedDialDone ends the dial of dialDetached: it hands the conn or the
+// error to the caller waiting in pd or, if the caller gave up, puts the conn
+// in the pool. It runs deferred, so it also ends a dial whose function called
+// runtime.Goexit.
+func (p *Pool) detachedDialDone(b *bucket, pd *pendingDial, pc *pconn, now int64, err error) {
+	var toClose []net.Conn
+	var victim *lruNode
+	b.mu.Lock()
+	switch {
+	case err != nil && pd.abandoned:
+		b.dialFailedLocked()
+	case pd.abandoned:
+		toClose, victim = b.adoptLocked(pc, now)
+	default:
+		pd.c, toClose, pd.err = b.dialDoneLocked(pc, err, now)
+		close(pd.done)
+	}
+	b.mu.Unlock()
+	if victim != nil {
+		victim.b.evict(victim)
+	}
+	_ = b.closeDiscarded(toClose) // a conn the pool did not keep; nobody waits for it
 }

@@ -31,6 +31,7 @@ func (p *Pool) Drain(address string) error {
 		return nil
 	}
 	b.gen++
+	b.warming = 0 // the conns of dials warming now will be closed
 	idle := b.idle
 	b.idle = nil
 	var toClose []net.Conn

@@ -230,7 +230,7 @@ func (m *model) check(p *Pool, d *testnet.FakeDialer) error {
 	// No conn is both idle and in use.
 	held := map[*pconn]bool{}
 	for _, h := range m.inUse {
-		held[h.c.pc.Load()] = true
+		held[h.c.load()] = true
 	}
 	p.buckets.mu.Lock()
 	defer p.buckets.mu.Unlock()

@@ -2,6 +2,7 @@ package connpool_test
 
 import (
 	"context"
+	"errors"
 	"net"
 	"runtime"
 	"sync/atomic"
@@ -259,4 +260,145 @@ func TestPoolUsedWithoutNewPanicsWithAClearMessage(t *testing.T) {
 			assert.PanicsWithValue(t, want, call, "%s pool: %s", name, op)
 		}
 	}
+}
+
+// Regression: a dial function that ends its goroutine with runtime.Goexit (as
+// t.FailNow and require.* do) in a pool goroutine is neither a return nor a
+// panic: dialConnRecovered's recover sees nil and the goroutine ends without
+// giving the slot back. On Get (the caller's goroutine) dialFor's deferred
+// flag frees the slot; in GetContext's detached dial it is lost for good, so
+// the address stays at its WithMaxActive cap forever.
+func TestDialCallingGoexitInAPoolGoroutineFreesItsSlot(t *testing.T) {
+	var d testnet.FakeDialer
+	var calls atomic.Int64
+	p := newPool(t, nil, 4, 0,
+		connpool.WithMaxActive(1), connpool.WithWaitTimeout(200*time.Millisecond),
+		connpool.WithDialContext(func(_ context.Context, address string) (net.Conn, error) {
+			if calls.Add(1) == 1 {
+				runtime.Goexit()
+			}
+			return d.Dial(address)
+		}))
+
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	_, err := p.GetContext(ctx, "a:1")
+	require.Error(t, err)
+
+	c, err := p.Get("a:1")
+	if err == nil {
+		_ = c.Close()
+	}
+	assert.False(t, errors.Is(err, connpool.ErrExhausted),
+		"the slot of the dial that called Goexit was never given back: %v", err)
+}
+
+// Regression: "A checkout never waits on a socket's Close" and "when the context
+// ends while they wait ..., they return ctx.Err() at once". A GetContext
+// whose context ends in the same instant a conn is handed to it puts that
+// conn back (abandonLocked -> putLocked); with WithMaxIdle that can evict the
+// idle conn of another address, and giveUp closes that victim inline
+// (victim.b.evict), so the checkout blocks on a socket's Close.
+func TestGivingUpNeverClosesAnotherAddressesConnInline(t *testing.T) {
+	oneProc(t)
+	gate := make(chan struct{})
+	var d testnet.FakeDialer
+	d.OnClose = func(c *testnet.FakeConn) {
+		if c.Address == "b:1" {
+			<-gate // a slow socket Close
+		}
+	}
+	p := newPool(t, d.Dial, 4, 0, connpool.WithMaxActive(1), connpool.WithMaxIdle(1))
+	defer close(gate) // before p.Close (deferred in newPool's cleanup) needs it
+
+	other, err := p.Get("b:1")
+	require.NoError(t, err)
+	require.NoError(t, other.Close()) // the one idle conn the LRU allows
+
+	held, err := p.Get("a:1")
+	require.NoError(t, err)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	got := make(chan error, 1)
+	go func() {
+		c, err := p.GetContext(ctx, "a:1")
+		if err == nil {
+			_ = c.Close()
+		}
+		got <- err
+	}()
+	// Let the checkout queue as a waiter (it is at the cap).
+	deadline := time.Now().Add(10 * time.Second)
+	for p.Stats().Waiting != 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("the checkout never waited")
+		}
+		time.Sleep(time.Millisecond)
+	}
+
+	// With one P, the waiter runs only once this goroutine blocks: its
+	// context ends, and then, before it runs, the held conn is handed to it.
+	cancel()
+	require.NoError(t, held.Close())
+
+	select {
+	case err := <-got:
+		require.ErrorIs(t, err, context.Canceled)
+	case <-time.After(2 * time.Second):
+		t.Fatal("GetContext did not return after its context ended: it is closing another address's socket inline")
+	}
+}
+
+// Regression: a Warm called after Drain returned counts the warming dials of
+// the drained generation, which Drain has already doomed, as its own. It
+// dials nothing and returns nil, and once those dials end (and are closed
+// as drained) the address has no idle conn at all. Before the generation
+// change, Drain removed the bucket and such a Warm dialed its n conns.
+func TestWarmAfterDrainDialsForTheNewGeneration(t *testing.T) {
+	d := testnet.NewCountingDialer()
+	d.Gate = make(chan struct{})
+	p := newPool(t, nil, 8, 0, connpool.WithDialContext(func(_ context.Context, address string) (net.Conn, error) {
+		return d.DialContext(context.Background(), address)
+	}))
+
+	// A first Warm, whose two dials are held at the gate.
+	first := make(chan error, 1)
+	go func() { first <- p.Warm(context.Background(), "a:1", 2) }()
+	eventually(t, func() bool { return d.Dialing() == 2 }, "2 dials in flight, have %d", d.Dialing())
+
+	// The backend is retired and comes back (a balancer Update removing and
+	// re-adding it); the new Warm must give it 2 conns of the new generation.
+	require.NoError(t, p.Drain("a:1"))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	second := make(chan error, 1)
+	go func() { second <- p.Warm(ctx, "a:1", 2) }()
+
+	// Let every dial through, the old ones and any new one.
+	stop := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case d.Gate <- struct{}{}:
+			case <-stop:
+				return
+			}
+		}
+	}()
+	defer close(stop)
+
+	for _, ch := range []chan error{first, second} {
+		select {
+		case err := <-ch:
+			require.NoError(t, err)
+		case <-time.After(10 * time.Second):
+			t.Fatal("Warm hung")
+		}
+	}
+	eventually(t, func() bool { return d.Dialing() == 0 && p.Stats().ClosedDrained == 2 },
+		"the two old dials end and are closed as drained")
+	s := p.Stats()
+	t.Logf("dials %d, drained %d, idle %d", d.Dials(), s.ClosedDrained, s.Idle)
+	assert.EqualValues(t, 2, s.Idle,
+		"Warm(a:1, 2) called after Drain returned nil, yet the address has %d idle conns", s.Idle)
 }

@@ -38,7 +38,7 @@ func TestLifetimeJitterIsBoundedAndFixedAtDial(t *testing.T) {
 		require.NoError(t, err)
 		h := c.(*Conn)
 		conns = append(conns, h)
-		dl := h.pc.Load().deadline
+		dl := h.load().deadline
 		assert.GreaterOrEqual(t, dl, dialedAt+int64(time.Hour)*9/10, "jitter is at most 10%")
 		assert.LessOrEqual(t, dl, dialedAt+int64(time.Hour), "no conn lives longer than the max")
 		deadlines[dl] = true
@@ -47,14 +47,14 @@ func TestLifetimeJitterIsBoundedAndFixedAtDial(t *testing.T) {
 
 	before := make(map[*pconn]int64)
 	for _, c := range conns {
-		before[c.pc.Load()] = c.pc.Load().deadline
+		before[c.load()] = c.load().deadline
 		require.NoError(t, c.Close())
 	}
 	clock.advance(time.Minute)
 	for range n {
 		c, err := p.Get("a:1")
 		require.NoError(t, err)
-		pc := c.(*Conn).pc.Load()
+		pc := c.(*Conn).load()
 		assert.Equal(t, before[pc], pc.deadline, "the lifetime is fixed at dial")
 		defer c.Close()
 	}
@@ -66,7 +66,7 @@ func TestGetNeverHandsOutConnPastMaxLifetime(t *testing.T) {
 
 	c, err := p.Get("a:1")
 	require.NoError(t, err)
-	deadline := c.(*Conn).pc.Load().deadline
+	deadline := c.(*Conn).load().deadline
 	require.NoError(t, c.Close())
 
 	clock.now.Store(deadline - 1)

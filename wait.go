@@ -101,7 +101,7 @@ func (b *bucket) handOffLocked(pc *pconn) bool {
 	if w == nil {
 		return false
 	}
-	c := b.newConnLocked(pc, pc.probe != nil)
+	c := b.newConnLocked(pc, pc.addrs, pc.probe != nil)
 	c.reused = true
 	b.wakeLocked(w, delivery{c: c})
 	return true
@@ -120,7 +120,7 @@ func (b *bucket) abandonLocked(w *waiter) (toClose []net.Conn, victim *lruNode) 
 	switch {
 	case d.c != nil:
 		// The handle was never handed out; only the socket moves on.
-		return b.putLocked(d.c.pc.Swap(nil), d.c.probed)
+		return b.putLocked(d.c.end(), d.c.addrs, d.c.probed)
 	case d.grant:
 		b.cancelDialLocked()
 	}
@@ -140,10 +140,22 @@ func (b *bucket) giveUp(w *waiter, d time.Duration) {
 	b.mu.Lock()
 	b.counters.WaitDuration += d
 	toClose, victim := b.abandonLocked(w)
-	toClose = b.closeOffPathLocked(toClose)
+	if (len(toClose) > 0 || victim != nil) && !b.pool.closed.Load() {
+		// Off the caller's path, which has its own error to return at
+		// once; see closeLaterLocked for why Pool.Close cannot miss this.
+		later, laterVictim := toClose, victim
+		b.pool.closers.Go(func() { b.finishAbandon(later, laterVictim) })
+		toClose, victim = nil, nil
+	}
 	b.mu.Unlock()
+	b.finishAbandon(toClose, victim)
+}
+
+// finishAbandon closes what abandonLocked took out of service and evicts
+// its LRU victim. The caller holds no lock.
+func (b *bucket) finishAbandon(toClose []net.Conn, victim *lruNode) {
 	if victim != nil {
 		victim.b.evict(victim)
 	}
-	_ = b.closeDiscarded(toClose) // the caller gets its own error, not this one
+	_ = b.closeDiscarded(toClose) // the waiter that gave up has its own error
 }

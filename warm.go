@@ -75,9 +75,13 @@ launch:
 		go func(b *bucket) { // the dial ends on the bucket it reserved a slot on
 			defer wg.Done()
 			defer func() { <-sem }()
-			if err := p.warmOne(ctx, b, gen); err != nil {
-				record(err)
-			}
+			err := error(&DialError{Address: b.address, Err: errDialExited})
+			defer func() { // deferred, so that a dial calling runtime.Goexit is reported too
+				if err != nil {
+					record(err)
+				}
+			}()
+			err = p.warmOne(ctx, b, gen)
 		}(b)
 	}
 
@@ -122,34 +126,42 @@ func (b *bucket) reserveWarm(target int) (gen uint32, err error) {
 	return b.gen, nil
 }
 
-// warmOne runs one warming dial reserved with reserveWarm, with ctx's values
-// but not its cancellation, and puts the conn in the pool. A dial function
-// that panics fails the dial with ErrDialPanicked; no dial starts once the
-// pool is closing.
-func (p *Pool) warmOne(ctx context.Context, b *bucket, gen uint32) error {
-	if p.closed.Load() {
+// warmOne runs one warming dial reserved with reserveWarm in generation
+// gen, with ctx's values but not its cancellation, and puts the conn in the
+// pool. A dial function that panics or calls runtime.Goexit fails the dial
+// with ErrDialPanicked; no dial starts once the pool is closing.
+func (p *Pool) warmOne(ctx context.Context, b *bucket, gen uint32) (err error) {
+	var (
+		pc  *pconn
+		now int64
+	)
+	err = &DialError{Address: b.address, Err: errDialExited} // unless the dial returns
+	defer func() {
+		var toClose []net.Conn
+		var victim *lruNode
 		b.mu.Lock()
-		b.warming--
-		b.cancelDialLocked()
+		if gen == b.gen {
+			b.warming--
+		}
+		switch {
+		case err == ErrClosed:
+			b.cancelDialLocked()
+		case err != nil:
+			b.dialFailedLocked()
+		default:
+			toClose, victim = b.adoptLocked(pc, now)
+		}
 		b.mu.Unlock()
+		if victim != nil {
+			victim.b.evict(victim)
+		}
+		_ = b.closeDiscarded(toClose) // a conn the pool did not keep; Warm reports dials only
+	}()
+	if p.closed.Load() {
 		return ErrClosed
 	}
 	dctx, cancel := p.detachedContext(ctx)
 	defer cancel()
-	pc, now, err := p.dialConnRecovered(dctx, b, gen)
-	var toClose []net.Conn
-	var victim *lruNode
-	b.mu.Lock()
-	b.warming--
-	if err != nil {
-		b.dialFailedLocked()
-	} else {
-		toClose, victim = b.adoptLocked(pc, now)
-	}
-	b.mu.Unlock()
-	if victim != nil {
-		victim.b.evict(victim)
-	}
-	_ = b.closeDiscarded(toClose) // a conn the pool did not keep; Warm reports dials only
+	pc, now, err = p.dialConnRecovered(dctx, b, gen)
 	return err
 }
