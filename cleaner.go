@@ -107,6 +107,7 @@ func (p *Pool) sweepBuckets(now int64, buckets []*bucket) {
 		}
 		b.mu.Unlock()
 	}
-	r.changedLocked(dropped)
+	rb := r.missedLocked(dropped)
 	r.mu.Unlock()
+	r.build(rb)
 }

@@ -1,22 +1,26 @@
 package connpool
 
 import (
-	"maps"
 	"sync"
 	"sync/atomic"
 )
 
 // registry maps addresses to buckets. Lookups of known addresses read an
-// immutable snapshot behind an atomic pointer and take no lock. The snapshot
-// is rebuilt from the authoritative map after as many changes (slow lookups
-// and dropped buckets) as the map has entries, so rebuilding costs O(1)
-// amortised per change. This is the read-mostly design of the original
-// sync.Map, with string keys hashed natively, which halves the cost of a
-// lookup on the hit path.
+// immutable snapshot behind an atomic pointer and take no lock. This is the
+// read-mostly design of the original sync.Map, with string keys hashed
+// natively, which halves the cost of a lookup on the hit path.
+//
+// The snapshot is a cache: a lookup that misses it, or finds a bucket the
+// cleaner has dropped, goes to the authoritative map under the lock. It is
+// rebuilt after as many misses and drops as the map has entries, so
+// rebuilding costs O(1) amortised per change. The O(entries) copy runs
+// outside the lock, from the previous snapshot and the log of changes made
+// since, so no Get of a new address waits for it.
 //
 // Go maps never shrink, so once the authoritative map holds fewer than half
 // the entries it once held, the cleaner copies it into a map of the right
-// size; the memory of addresses that came and went is then given back.
+// size; snapshots are built at the right size too. The memory of addresses
+// that came and went is given back.
 type registry struct {
 	pool *Pool
 
@@ -25,8 +29,28 @@ type registry struct {
 	mu      sync.Mutex         // protects the fields below; taken before bucket.mu
 	all     map[string]*bucket // authoritative; holds every bucket not dropped
 	peak    int                // the most entries all has held since it was made
-	misses  int                // changes since the snapshot was taken
 	retired Counters           // counters of the buckets removed so far
+
+	// log records every change made to all since the last snapshot was
+	// cut, in order: a bucket added, or an address whose bucket was dropped.
+	// Invariant: the last snapshot cut, with log applied, equals all.
+	log        []change
+	misses     int  // slow lookups and drops since the last snapshot was cut
+	rebuilding bool // a goroutine is building the next snapshot
+}
+
+// change is one entry of registry.log: b was added under address, or, with
+// b nil, the bucket of address was dropped.
+type change struct {
+	address string
+	b       *bucket
+}
+
+// rebuild is a snapshot build that has been cut, to run outside the lock.
+type rebuild struct {
+	base *map[string]*bucket // the previous snapshot, or nil
+	log  []change
+	size int // len(all) at the cut: the entries the new snapshot will hold
 }
 
 // lookup returns the bucket of address, creating it if needed. The snapshot
@@ -44,7 +68,6 @@ func (r *registry) lookup(address string) *bucket {
 // lookupSlow returns the live bucket of address, creating it if needed.
 func (r *registry) lookupSlow(address string) *bucket {
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	b := r.all[address]
 	if b == nil {
 		if r.all == nil {
@@ -53,8 +76,11 @@ func (r *registry) lookupSlow(address string) *bucket {
 		b = &bucket{address: address, pool: r.pool}
 		r.all[address] = b
 		r.peak = max(r.peak, len(r.all))
+		r.log = append(r.log, change{address, b})
 	}
-	r.changedLocked(1)
+	rb := r.missedLocked(1)
+	r.mu.Unlock()
+	r.build(rb)
 	return b
 }
 
@@ -69,22 +95,68 @@ func (r *registry) dropLocked(b *bucket) bool {
 	}
 	b.dropped = true
 	delete(r.all, b.address)
+	r.log = append(r.log, change{address: b.address})
 	r.retired.add(b.counters)
 	return true
 }
 
-// changedLocked counts n changes the snapshot does not show and rebuilds it
-// once they are as many as the map's entries. The caller holds r.mu.
-func (r *registry) changedLocked(n int) {
+// missedLocked counts n misses and drops. Once they outnumber the map's
+// entries, and no build is running, it cuts a new snapshot and returns the
+// build for the caller to run with build after releasing r.mu; otherwise it
+// returns nil. The caller holds r.mu.
+func (r *registry) missedLocked(n int) *rebuild {
 	r.misses += n
-	if r.misses > len(r.all) {
-		r.snapshotLocked()
+	if r.misses <= len(r.all) || r.rebuilding {
+		return nil
 	}
+	rb := &rebuild{base: r.read.Load(), log: r.log, size: len(r.all)}
+	r.log = nil
+	r.misses = 0
+	r.rebuilding = true
+	return rb
+}
+
+// build makes and publishes the snapshot cut by missedLocked; rb may be
+// nil. The caller holds no lock.
+func (r *registry) build(rb *rebuild) {
+	if rb == nil {
+		return
+	}
+	m := make(map[string]*bucket, rb.size)
+	if rb.base != nil {
+		for address, b := range *rb.base {
+			m[address] = b
+		}
+	}
+	for _, c := range rb.log {
+		if c.b == nil {
+			delete(m, c.address)
+		} else {
+			m[c.address] = c.b
+		}
+	}
+	r.mu.Lock()
+	r.read.Store(&m)
+	r.rebuilding = false
+	r.mu.Unlock()
+}
+
+// snapshotLocked publishes a copy of the authoritative map at once. The
+// caller holds r.mu, and no build may be running.
+func (r *registry) snapshotLocked() {
+	m := make(map[string]*bucket, len(r.all))
+	for address, b := range r.all {
+		m[address] = b
+	}
+	r.read.Store(&m)
+	r.log = nil
+	r.misses = 0
 }
 
 // shrinkLocked copies the map into one of the right size once it holds
 // fewer than half the entries it once held. The copy costs O(entries) and
-// follows at least as many deletions. The caller holds r.mu.
+// follows at least as many deletions. The snapshot is not touched: its
+// contents do not change. The caller holds r.mu.
 func (r *registry) shrinkLocked() {
 	if len(r.all) >= r.peak/2 {
 		return
@@ -95,13 +167,4 @@ func (r *registry) shrinkLocked() {
 	}
 	r.all = m
 	r.peak = len(m)
-	r.snapshotLocked()
-}
-
-// snapshotLocked publishes a copy of the authoritative map. The caller holds
-// r.mu.
-func (r *registry) snapshotLocked() {
-	m := maps.Clone(r.all)
-	r.read.Store(&m)
-	r.misses = 0
 }
