@@ -15,7 +15,8 @@ import (
 // rebuilt after as many misses and drops as the map has entries, so
 // rebuilding costs O(1) amortised per change. The O(entries) copy runs
 // outside the lock, from the previous snapshot and the log of changes made
-// since, so no Get of a new address waits for it.
+// since: the goroutine whose miss or drop called for it (a Get of a new
+// address, or the cleaner) makes the copy, and no other waits for it.
 //
 // Go maps never shrink, so once the authoritative map holds fewer than half
 // the entries it once held, the cleaner copies it into a map of the right
@@ -117,28 +118,29 @@ func (r *registry) missedLocked(n int) *rebuild {
 }
 
 // build makes and publishes the snapshot cut by missedLocked; rb may be
-// nil. The caller holds no lock.
+// nil. Misses and drops that came while it ran may call for the next cut at
+// once, which it then builds too, so none is lost. The caller holds no lock.
 func (r *registry) build(rb *rebuild) {
-	if rb == nil {
-		return
-	}
-	m := make(map[string]*bucket, rb.size)
-	if rb.base != nil {
-		for address, b := range *rb.base {
-			m[address] = b
+	for rb != nil {
+		m := make(map[string]*bucket, rb.size)
+		if rb.base != nil {
+			for address, b := range *rb.base {
+				m[address] = b
+			}
 		}
-	}
-	for _, c := range rb.log {
-		if c.b == nil {
-			delete(m, c.address)
-		} else {
-			m[c.address] = c.b
+		for _, c := range rb.log {
+			if c.b == nil {
+				delete(m, c.address)
+			} else {
+				m[c.address] = c.b
+			}
 		}
+		r.mu.Lock()
+		r.read.Store(&m)
+		r.rebuilding = false
+		rb = r.missedLocked(0)
+		r.mu.Unlock()
 	}
-	r.mu.Lock()
-	r.read.Store(&m)
-	r.rebuilding = false
-	r.mu.Unlock()
 }
 
 // snapshotLocked publishes a copy of the authoritative map at once. The
