@@ -14,12 +14,11 @@ var errBucketDropped = errors.New("connpool: bug: dropped bucket escaped")
 
 // idleConn is a conn resting in a bucket.
 type idleConn struct {
-	pc       *pconn
-	since    int64      // a clock reading no later than the moment pc was returned
-	deadline int64      // pc.deadline, kept here so the hit path reads one cache line
-	addrs    *connAddrs // pc.addrs, likewise
-	node     *lruNode   // its place in the pool's idle LRU; nil without WithMaxIdle
-	probed   bool       // pc.probe != nil: its since is an exact clock reading
+	pc     *pconn
+	since  int64     // a clock reading no later than the moment pc was returned
+	info   *connInfo // pc.info, kept here so the hit path need not read pc
+	node   *lruNode  // its place in the pool's idle LRU; nil without WithMaxIdle
+	probed bool      // pc.probe != nil: its since is an exact clock reading
 }
 
 // bucket is the per-address state of a [Pool]: a LIFO stack of idle conns,
@@ -114,7 +113,7 @@ const handleBatch = 16
 // newConnLocked returns a fresh handle for pc, whose addrs and whether
 // pc.probe is set (probed) the caller passes in, so that handing out an idle
 // conn need not read pc itself.
-func (b *bucket) newConnLocked(pc *pconn, addrs *connAddrs, probed bool) *Conn {
+func (b *bucket) newConnLocked(pc *pconn, info *connInfo, probed bool) *Conn {
 	if len(b.handles) == 0 {
 		b.batchSize = min(max(2*b.batchSize, 1), handleBatch)
 		b.handles = make([]Conn, b.batchSize)
@@ -122,8 +121,7 @@ func (b *bucket) newConnLocked(pc *pconn, addrs *connAddrs, probed bool) *Conn {
 	c := &b.handles[0]
 	b.handles = b.handles[1:]
 	c.pc = unsafe.Pointer(pc) // not yet shared: see Conn.pc
-	c.b = b
-	c.addrs = addrs
+	c.info = info
 	c.probed = probed
 	return c
 }
@@ -140,7 +138,7 @@ func (b *bucket) reuseLocked(ic *idleConn, now int64) *Conn {
 			b.now = now
 		}
 	}
-	c := b.newConnLocked(ic.pc, ic.addrs, ic.probed)
+	c := b.newConnLocked(ic.pc, ic.info, ic.probed)
 	c.reused = true
 	if now > ic.since {
 		c.idle = now - ic.since
@@ -198,7 +196,7 @@ func (b *bucket) acquire(now int64, fresh bool) (c *Conn, w *waiter, gen uint32,
 	// The common case: the newest idle conn is usable and no LRU is kept.
 	if n := len(b.idle) - 1; !fresh && n >= 0 {
 		ic := &b.idle[n]
-		if ic.node == nil && (ic.deadline == 0 || now < ic.deadline) &&
+		if ic.node == nil && (p.maxLifetime == 0 || now < ic.pc.deadline) &&
 			(p.timeout == 0 || now-ic.since < p.timeout) {
 			c = b.reuseLocked(ic, now)
 			*ic = idleConn{}
@@ -219,7 +217,7 @@ func (b *bucket) acquire(now int64, fresh bool) (c *Conn, w *waiter, gen uint32,
 		case p.timeout > 0 && now-ic.since >= p.timeout:
 			// The conns below are older: the loop discards them too.
 			discarded = b.discardLocked(discarded, ic.pc.nc, &b.counters.ClosedIdleTimeout)
-		case ic.deadline != 0 && now >= ic.deadline:
+		case p.maxLifetime > 0 && now >= ic.pc.deadline:
 			discarded = b.discardLocked(discarded, ic.pc.nc, &b.counters.ClosedMaxLifetime)
 		default:
 			c = b.reuseLocked(&ic, now)
@@ -366,12 +364,12 @@ func (b *bucket) adoptLocked(pc *pconn, now int64) (toClose []net.Conn, victim *
 	if err := b.dialedLocked(pc, now); err != nil {
 		return []net.Conn{pc.nc}, nil
 	}
-	return b.putLocked(pc, pc.addrs, pc.probe != nil)
+	return b.putLocked(pc, pc.info, pc.probe != nil)
 }
 
 // put takes back the conn of a handle whose holder called Close, and returns
 // the socket's close error if the pool did not keep it.
-func (b *bucket) put(pc *pconn, addrs *connAddrs, probed bool) error {
+func (b *bucket) put(pc *pconn, info *connInfo, probed bool) error {
 	p := b.pool
 	var now int64
 	if p.stampReturns || probed {
@@ -381,7 +379,7 @@ func (b *bucket) put(pc *pconn, addrs *connAddrs, probed bool) error {
 	if now > b.now {
 		b.now = now
 	}
-	toClose, victim := b.putLocked(pc, addrs, probed)
+	toClose, victim := b.putLocked(pc, info, probed)
 	b.mu.Unlock()
 	if victim != nil {
 		victim.b.evict(victim)
@@ -394,10 +392,10 @@ func (b *bucket) put(pc *pconn, addrs *connAddrs, probed bool) error {
 // conns the caller must close, and an LRU victim in another bucket that the
 // caller must evict, both after the lock is released.
 //
-// addrs is pc.addrs and probed is pc.probe != nil, passed in so that, with
+// info is pc.info and probed is pc.probe != nil, passed in so that, with
 // no limit in play, the common case of pushing onto the idle stack never
 // reads pc itself.
-func (b *bucket) putLocked(pc *pconn, addrs *connAddrs, probed bool) (toClose []net.Conn, victim *lruNode) {
+func (b *bucket) putLocked(pc *pconn, info *connInfo, probed bool) (toClose []net.Conn, victim *lruNode) {
 	p := b.pool
 	switch {
 	case p.closed.Load():
@@ -414,10 +412,7 @@ func (b *bucket) putLocked(pc *pconn, addrs *connAddrs, probed bool) (toClose []
 	case len(b.idle) >= p.capacity:
 		return b.discardLocked(nil, pc.nc, &b.counters.ClosedBucketFull), nil
 	}
-	ic := idleConn{pc: pc, since: b.now, addrs: addrs, probed: probed}
-	if p.maxLifetime > 0 {
-		ic.deadline = pc.deadline
-	}
+	ic := idleConn{pc: pc, since: b.now, info: info, probed: probed}
 	if p.lru != nil {
 		ic.node = &lruNode{b: b}
 		victim = p.lru.add(ic.node)
@@ -475,7 +470,7 @@ func (b *bucket) sweepLocked(now int64) (discarded []net.Conn) {
 		switch {
 		case p.timeout > 0 && now-ic.since >= p.timeout:
 			reason = &b.counters.ClosedIdleTimeout
-		case ic.deadline != 0 && now >= ic.deadline:
+		case p.maxLifetime > 0 && now >= ic.pc.deadline:
 			reason = &b.counters.ClosedMaxLifetime
 		}
 		if ic.node != nil {

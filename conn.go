@@ -29,9 +29,8 @@ type Conn struct {
 	// and swapped atomically, with load and end. (A typed atomic.Pointer
 	// would need an atomic store at carving, about 12 ns on the hit path.)
 	pc     unsafe.Pointer
-	b      *bucket    // pc.b, kept here so Close touches no other cache line
-	addrs  *connAddrs // pc.addrs, kept so the addresses outlive the handle's use
-	idle   int64      // nanoseconds the conn sat idle before this checkout
+	info   *connInfo // pc.info: the bucket and addresses, which outlive the handle's use
+	idle   int64     // nanoseconds the conn sat idle before this checkout
 	reused bool
 	probed bool // pc.probe != nil, kept here so the hit path need not read pc
 }
@@ -47,17 +46,18 @@ func (c *Conn) end() *pconn { return (*pconn)(atomic.SwapPointer(&c.pc, nil)) }
 // and go; the pconn moves between them and the idle stack.
 type pconn struct {
 	nc       net.Conn
-	b        *bucket
-	addrs    *connAddrs
+	info     *connInfo
 	deadline int64  // clock reading at which the max lifetime ends; 0 for none
 	probe    *probe // the liveness check's state; nil where it does not apply
 	gen      uint32 // the bucket's drain generation when the dial was reserved
 }
 
-// connAddrs are a socket's addresses, read once at dial. They are kept apart
-// from the socket so that an ended handle can still answer LocalAddr and
-// RemoteAddr without keeping the socket reachable.
-type connAddrs struct {
+// connInfo is what a socket's handles need to know of it besides the socket
+// itself: its bucket, and its addresses, read once at dial. It is kept apart
+// from the socket so that an ended handle can still answer LocalAddr,
+// RemoteAddr and Address without keeping the socket reachable.
+type connInfo struct {
+	b             *bucket
 	local, remote net.Addr
 }
 
@@ -74,7 +74,7 @@ func (c *Conn) Close() error {
 	if pc == nil {
 		return ErrConnClosed
 	}
-	return c.b.put(pc, c.addrs, c.probed)
+	return c.info.b.put(pc, c.info, c.probed)
 }
 
 // Release closes the socket and removes it from the pool's counts. Use it
@@ -85,7 +85,7 @@ func (c *Conn) Release() error {
 	if pc == nil {
 		return ErrConnClosed
 	}
-	return c.b.release(pc.nc)
+	return c.info.b.release(pc.nc)
 }
 
 // Read reads from the connection. It returns [ErrConnClosed] after Close or
@@ -144,19 +144,19 @@ func (c *Conn) SetWriteDeadline(t time.Time) error {
 // LocalAddr returns the local address of the connection. Addresses do not
 // change, so it answers even after Close or Release.
 func (c *Conn) LocalAddr() net.Addr {
-	if c.addrs == nil { // a Conn the pool did not make
+	if c.info == nil { // a Conn the pool did not make
 		return nil
 	}
-	return c.addrs.local
+	return c.info.local
 }
 
 // RemoteAddr returns the remote address of the connection. Addresses do not
 // change, so it answers even after Close or Release.
 func (c *Conn) RemoteAddr() net.Addr {
-	if c.addrs == nil { // a Conn the pool did not make
+	if c.info == nil { // a Conn the pool did not make
 		return nil
 	}
-	return c.addrs.remote
+	return c.info.remote
 }
 
 // Reused reports whether the connection was taken from the idle stack
@@ -178,8 +178,8 @@ func (c *Conn) IdleTime() time.Duration { return time.Duration(c.idle) }
 // Address returns the destination address the connection is bound to: the
 // address given to [Pool.Get] or [Pool.New].
 func (c *Conn) Address() string {
-	if c.b == nil { // a Conn the pool did not make
+	if c.info == nil { // a Conn the pool did not make
 		return ""
 	}
-	return c.b.address
+	return c.info.b.address
 }

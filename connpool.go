@@ -388,13 +388,13 @@ func (p *Pool) verify(c *Conn) bool {
 	var reason *int64
 	switch {
 	case pc.probe != nil && pc.probe.check() != nil:
-		reason = &c.b.counters.ClosedDeadAtCheckout
+		reason = &c.info.b.counters.ClosedDeadAtCheckout
 	case p.validator != nil && c.idle >= p.validateAge && !p.validate(c, pc):
-		reason = &c.b.counters.ClosedValidatorFailed
+		reason = &c.info.b.counters.ClosedValidatorFailed
 	default:
 		return true
 	}
-	c.b.unreuse(c, pc, reason, false)
+	c.info.b.unreuse(c, pc, reason, false)
 	return false
 }
 
@@ -404,7 +404,7 @@ func (p *Pool) validate(c *Conn, pc *pconn) bool {
 	panicked := true
 	defer func() {
 		if panicked {
-			c.b.unreuse(c, pc, &c.b.counters.ClosedValidatorFailed, true)
+			c.info.b.unreuse(c, pc, &c.info.b.counters.ClosedValidatorFailed, true)
 		}
 	}()
 	err := p.validator(pc.nc)

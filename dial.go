@@ -55,7 +55,7 @@ func (b *bucket) dialDoneLocked(pc *pconn, err error, now int64) (c *Conn, toClo
 	if err := b.dialedLocked(pc, now); err != nil {
 		return nil, []net.Conn{pc.nc}, err
 	}
-	return b.newConnLocked(pc, pc.addrs, pc.probe != nil), nil, nil
+	return b.newConnLocked(pc, pc.info, pc.probe != nil), nil, nil
 }
 
 // dialConn calls the dial function for b's address and wraps the conn in a
@@ -80,8 +80,7 @@ func (p *Pool) dialConn(ctx context.Context, b *bucket, gen uint32) (pc *pconn, 
 	}
 	pc = &pconn{
 		nc:       nc,
-		b:        b,
-		addrs:    &connAddrs{local: nc.LocalAddr(), remote: nc.RemoteAddr()},
+		info:     &connInfo{b: b, local: nc.LocalAddr(), remote: nc.RemoteAddr()},
 		deadline: deadline,
 		gen:      gen,
 	}

@@ -731,13 +731,13 @@ func (m *model) warm(p *Pool, d *testnet.FakeDialer, addr string, n int) error {
 	}
 	for _, ic := range top {
 		id := fakeID(ic.pc.nc)
-		if err := m.checkDeadline(id, ic.deadline); err != nil {
+		if err := m.checkDeadline(id, ic.pc.deadline); err != nil {
 			return err
 		}
 		m.open[id] = addr
 		m.counters.Dials++
 		m.touch(addr)
-		m.push(addr, id, ic.deadline)
+		m.push(addr, id, ic.pc.deadline)
 	}
 	m.nextID += int64(k)
 	return nil
@@ -901,9 +901,9 @@ func (m *model) checkBucketLocked(b *bucket, bnow int64, held map[*pconn]bool, n
 	}
 	for i, ic := range b.idle {
 		id := fakeID(ic.pc.nc)
-		if w := want[i]; id != w.id || ic.since != w.since || ic.deadline != w.deadline {
+		if w := want[i]; id != w.id || ic.since != w.since || ic.pc.deadline != w.deadline {
 			return fmt.Errorf("idle[%d] is conn %d since %d deadline %d, model has conn %d since %d deadline %d",
-				i, id, ic.since, ic.deadline, w.id, w.since, w.deadline)
+				i, id, ic.since, ic.pc.deadline, w.id, w.since, w.deadline)
 		}
 		if held[ic.pc] {
 			return fmt.Errorf("conn %d is idle and in use", id)

@@ -198,9 +198,9 @@ func TestDroppedBucketsLeaveTheRegistry(t *testing.T) {
 	assert.Empty(t, *r.read.Load(), "the snapshot must not keep dropped buckets alive")
 	r.mu.Unlock()
 	for _, c := range handles {
-		c.b.mu.Lock()
-		assert.True(t, c.b.dropped)
-		c.b.mu.Unlock()
+		c.info.b.mu.Lock()
+		assert.True(t, c.info.b.dropped)
+		c.info.b.mu.Unlock()
 	}
 	assert.EqualValues(t, 100, p.Stats().Released)
 }
@@ -211,7 +211,7 @@ func TestGetOnADroppedBucketMovesToANewOne(t *testing.T) {
 
 	c, err := p.Get("a:1")
 	require.NoError(t, err)
-	old := c.(*Conn).b
+	old := c.(*Conn).info.b
 	require.NoError(t, c.(*Conn).Release())
 
 	// Drop the bucket but leave it in the snapshot, as a concurrent sweep
@@ -228,9 +228,9 @@ func TestGetOnADroppedBucketMovesToANewOne(t *testing.T) {
 	c, err = p.Get("a:1")
 	require.NoError(t, err)
 	defer c.Close()
-	assert.NotSame(t, old, c.(*Conn).b)
+	assert.NotSame(t, old, c.(*Conn).info.b)
 	r.mu.Lock()
-	assert.Same(t, r.all["a:1"], c.(*Conn).b)
+	assert.Same(t, r.all["a:1"], c.(*Conn).info.b)
 	r.mu.Unlock()
 }
 
