@@ -107,7 +107,6 @@ func (p *Pool) sweepBuckets(now int64, buckets []*bucket) {
 		}
 		b.mu.Unlock()
 	}
-	rb := r.missedLocked(dropped)
+	r.missedLocked(dropped)
 	r.mu.Unlock()
-	r.build(rb)
 }

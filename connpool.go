@@ -472,9 +472,11 @@ func (p *Pool) Close() error {
 		result = multierror.Append(result, closeEach(d.conns))
 		d.b.freeClosed(len(d.conns))
 	}
-	// Every bucket was locked above after the pool was marked closed, so
-	// no checkout can start another closing goroutine now.
+	// Every bucket, and the registry, was locked above after the pool was
+	// marked closed, so no closing goroutine or snapshot build can start
+	// now.
 	p.closers.Wait()
+	p.buckets.builds.Wait()
 	return result.ErrorOrNil()
 }
 

@@ -196,6 +196,7 @@ func TestRegistryGivesBackMemoryAfterChurn(t *testing.T) {
 			require.NoError(t, c.(*Conn).Release())
 		}
 		p.sweep(p.clock())
+		p.buckets.builds.Wait() // the snapshot is rebuilt in the background
 		require.Len(t, p.Stats().Destinations, len(live))
 		return p, retainedHeap() - before
 	}

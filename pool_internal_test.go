@@ -193,6 +193,7 @@ func TestDroppedBucketsLeaveTheRegistry(t *testing.T) {
 	p.sweep(clock.read())
 
 	r := &p.buckets
+	r.builds.Wait() // the snapshot is rebuilt in the background
 	r.mu.Lock()
 	assert.Empty(t, r.all)
 	assert.Empty(t, *r.read.Load(), "the snapshot must not keep dropped buckets alive")

@@ -13,10 +13,9 @@ import (
 // The snapshot is a cache: a lookup that misses it, or finds a bucket the
 // cleaner has dropped, goes to the authoritative map under the lock. It is
 // rebuilt after as many misses and drops as the map has entries, so
-// rebuilding costs O(1) amortised per change. The O(entries) copy runs
-// outside the lock, from the previous snapshot and the log of changes made
-// since: the goroutine whose miss or drop called for it (a Get of a new
-// address, or the cleaner) makes the copy, and no other waits for it.
+// rebuilding costs O(1) amortised per change. The O(entries) copy runs in a
+// goroutine of its own, outside the lock, from the previous snapshot and the
+// log of changes made since, so no Get waits for it.
 //
 // Go maps never shrink, so once the authoritative map holds fewer than half
 // the entries it once held, the cleaner copies it into a map of the right
@@ -38,6 +37,11 @@ type registry struct {
 	log        []change
 	misses     int  // slow lookups and drops since the last snapshot was cut
 	rebuilding bool // a goroutine is building the next snapshot
+
+	// builds counts the goroutines building snapshots. They are started
+	// under mu while the pool is open, and Pool.Close takes mu after
+	// marking the pool closed, so it can wait for them.
+	builds sync.WaitGroup
 }
 
 // change is one entry of registry.log: b was added under address, or, with
@@ -79,9 +83,8 @@ func (r *registry) lookupSlow(address string) *bucket {
 		r.peak = max(r.peak, len(r.all))
 		r.log = append(r.log, change{address, b})
 	}
-	rb := r.missedLocked(1)
+	r.missedLocked(1)
 	r.mu.Unlock()
-	r.build(rb)
 	return b
 }
 
@@ -101,13 +104,20 @@ func (r *registry) dropLocked(b *bucket) bool {
 	return true
 }
 
-// missedLocked counts n misses and drops. Once they outnumber the map's
-// entries, and no build is running, it cuts a new snapshot and returns the
-// build for the caller to run with build after releasing r.mu; otherwise it
-// returns nil. The caller holds r.mu.
-func (r *registry) missedLocked(n int) *rebuild {
+// missedLocked counts n misses and drops, and starts building a new
+// snapshot once they outnumber the map's entries. The caller holds r.mu.
+func (r *registry) missedLocked(n int) {
 	r.misses += n
-	if r.misses <= len(r.all) || r.rebuilding {
+	if rb := r.cutLocked(); rb != nil {
+		r.builds.Go(func() { r.build(rb) })
+	}
+}
+
+// cutLocked cuts a new snapshot for build to make, if the misses and drops
+// since the last cut outnumber the map's entries, no build is running and
+// the pool is open; otherwise it returns nil. The caller holds r.mu.
+func (r *registry) cutLocked() *rebuild {
+	if r.misses <= len(r.all) || r.rebuilding || r.pool.closed.Load() {
 		return nil
 	}
 	rb := &rebuild{base: r.read.Load(), log: r.log, size: len(r.all)}
@@ -117,9 +127,9 @@ func (r *registry) missedLocked(n int) *rebuild {
 	return rb
 }
 
-// build makes and publishes the snapshot cut by missedLocked; rb may be
-// nil. Misses and drops that came while it ran may call for the next cut at
-// once, which it then builds too, so none is lost. The caller holds no lock.
+// build makes and publishes the snapshot cut by cutLocked. Misses and drops
+// that came while it ran may call for the next cut at once, which it then
+// builds too, so none is lost. The caller holds no lock.
 func (r *registry) build(rb *rebuild) {
 	for rb != nil {
 		m := make(map[string]*bucket, rb.size)
@@ -135,10 +145,19 @@ func (r *registry) build(rb *rebuild) {
 				m[c.address] = c.b
 			}
 		}
+		if rb.base != nil && len(*rb.base) > 2*len(m) {
+			// m grew to hold the old entries the log then deleted, and maps
+			// never shrink: copy it into one of the right size.
+			right := make(map[string]*bucket, len(m))
+			for address, b := range m {
+				right[address] = b
+			}
+			m = right
+		}
 		r.mu.Lock()
 		r.read.Store(&m)
 		r.rebuilding = false
-		rb = r.missedLocked(0)
+		rb = r.cutLocked()
 		r.mu.Unlock()
 	}
 }

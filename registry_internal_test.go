@@ -13,8 +13,8 @@ import (
 // Regression: a snapshot build that ran while the cleaner dropped buckets
 // published a snapshot still holding them, and no later cut was ever made,
 // so the dropped buckets stayed reachable for good. The interleaving is
-// replayed step by step with the real functions: the goroutine in
-// lookupSlow is preempted between r.mu.Unlock and r.build.
+// replayed step by step with the real functions: the build cut by a Get
+// runs only after the cleaner's sweep.
 func TestSnapshotForgetsBucketsDroppedDuringABuild(t *testing.T) {
 	var d testnet.FakeDialer
 	p, clock := newTestPool(t, &d, 4)
@@ -37,7 +37,8 @@ func TestSnapshotForgetsBucketsDroppedDuringABuild(t *testing.T) {
 			r.peak = max(r.peak, len(r.all))
 			r.log = append(r.log, change{addr, b})
 		}
-		rb = r.missedLocked(1)
+		r.misses++
+		rb = r.cutLocked() // as missedLocked does, but without starting the build
 		r.mu.Unlock()
 		if rb == nil {
 			continue
@@ -54,6 +55,7 @@ func TestSnapshotForgetsBucketsDroppedDuringABuild(t *testing.T) {
 	for range 3 {
 		p.sweep(clock.read())
 	}
+	r.builds.Wait()
 
 	r.mu.Lock()
 	all, misses := len(r.all), r.misses

@@ -148,6 +148,7 @@ func BenchmarkSweepNewAddressGet(b *testing.B) {
 				close(started)
 				sweepStart = time.Now()
 				p.sweep(p.clock())
+				p.buckets.builds.Wait()
 				sweepEnd = time.Now()
 				close(done)
 			}()
@@ -207,6 +208,7 @@ func BenchmarkSweepNewAddressGet(b *testing.B) {
 		}
 		fresh = fresh[:0]
 		p.sweep(p.clock())
+		p.buckets.builds.Wait()
 		b.StartTimer()
 	}
 	b.StopTimer()
@@ -294,6 +296,7 @@ func BenchmarkRegistryAfterChurn(b *testing.B) {
 		n := 0
 		for ; n < 2 || (n < 10 && knownAddrs(p) > live); n++ {
 			p.sweep(p.clock())
+			p.buckets.builds.Wait()
 		}
 		if k := knownAddrs(p); k != live {
 			b.Fatalf("the pool knows %d addresses after %d sweeps, want %d", k, n, live)
