@@ -148,11 +148,7 @@ func (r *registry) build(rb *rebuild) {
 		if rb.base != nil && len(*rb.base) > 2*len(m) {
 			// m grew to hold the old entries the log then deleted, and maps
 			// never shrink: copy it into one of the right size.
-			right := make(map[string]*bucket, len(m))
-			for address, b := range m {
-				right[address] = b
-			}
-			m = right
+			m = sized(m)
 		}
 		r.mu.Lock()
 		r.read.Store(&m)
@@ -165,10 +161,7 @@ func (r *registry) build(rb *rebuild) {
 // snapshotLocked publishes a copy of the authoritative map at once. The
 // caller holds r.mu, and no build may be running.
 func (r *registry) snapshotLocked() {
-	m := make(map[string]*bucket, len(r.all))
-	for address, b := range r.all {
-		m[address] = b
-	}
+	m := sized(r.all)
 	r.read.Store(&m)
 	r.log = nil
 	r.misses = 0
@@ -182,10 +175,15 @@ func (r *registry) shrinkLocked() {
 	if len(r.all) >= r.peak/2 {
 		return
 	}
-	m := make(map[string]*bucket, len(r.all))
-	for address, b := range r.all {
-		m[address] = b
+	r.all = sized(r.all)
+	r.peak = len(r.all)
+}
+
+// sized returns a copy of m in a map of the right size for its entries.
+func sized(m map[string]*bucket) map[string]*bucket {
+	c := make(map[string]*bucket, len(m))
+	for address, b := range m {
+		c[address] = b
 	}
-	r.all = m
-	r.peak = len(m)
+	return c
 }
