@@ -26,8 +26,11 @@ type Endpoint struct {
 type Balancer interface {
 	// Pick chooses a backend for one request. It must not block, must be
 	// safe for concurrent use, and returns ErrNoEndpoints when none is
-	// usable. done must be called exactly once with the request's outcome
-	// (nil on success); it is safe to call after the endpoint was removed.
+	// usable. done must be called exactly once with the request's outcome:
+	// nil on success, an error wrapping ErrPickNotUsed for a pick that no
+	// request used, and any other error for a failure of the backend. It
+	// is safe to call after the endpoint was removed. When Pick returns an
+	// error, done is a function that does nothing, safe to call or not.
 	Pick(ctx context.Context) (address string, done func(err error), err error)
 	// Update replaces the set of endpoints. State of kept addresses
 	// survives. Invalid endpoints (see Validate) are left out.
@@ -43,9 +46,14 @@ var (
 
 	// ErrPickNotUsed is the outcome to pass to done for a pick that was
 	// not used for a request, such as a lookup of which endpoint a key maps
-	// to. It counts as neither success nor failure.
+	// to, or a request that failed for a reason of the client's own (a
+	// cancelled context, a pool at its limit). It counts as neither success
+	// nor failure, and is matched with errors.Is, so it may be wrapped.
 	ErrPickNotUsed = errors.New("balancer: pick not used")
 )
+
+// noDone is the done function Pick returns with an error.
+func noDone(error) {}
 
 // Validate reports the first invalid endpoint: an empty address, a negative
 // weight or an address given twice. Update leaves such endpoints out; call

@@ -1,6 +1,7 @@
 package balancer
 
 import (
+	"errors"
 	"math/rand/v2"
 	"sync/atomic"
 	"time"
@@ -73,7 +74,7 @@ func (ep *endpoint) pick() (string, func(error), error) {
 // finish ends a request on ep with its outcome.
 func (ep *endpoint) finish(err error) {
 	ep.inflight.Add(-1)
-	if err == ErrPickNotUsed {
+	if err != nil && errors.Is(err, ErrPickNotUsed) {
 		return
 	}
 	if err == nil {

@@ -27,7 +27,7 @@ func (lr *LeastRequest) Pick(context.Context) (string, func(error), error) {
 	n := len(eps)
 	switch n {
 	case 0:
-		return "", nil, ErrNoEndpoints
+		return "", noDone, ErrNoEndpoints
 	case 1:
 		return eps[0].pick()
 	case 2:

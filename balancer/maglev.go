@@ -42,7 +42,7 @@ func NewMaglev(endpoints []Endpoint, opts ...Option) *Maglev {
 func (m *Maglev) Pick(ctx context.Context) (string, func(error), error) {
 	t := m.table.Load()
 	if len(t.eps) == 0 {
-		return "", nil, ErrNoEndpoints
+		return "", noDone, ErrNoEndpoints
 	}
 	key, ok := KeyFrom(ctx)
 	if !ok {

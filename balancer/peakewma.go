@@ -87,7 +87,7 @@ func (p *PeakEWMA) Pick(context.Context) (string, func(error), error) {
 	var ep *endpoint
 	switch n := len(eps); n {
 	case 0:
-		return "", nil, ErrNoEndpoints
+		return "", noDone, ErrNoEndpoints
 	case 1:
 		ep = eps[0]
 	default:

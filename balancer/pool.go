@@ -60,6 +60,12 @@ func NewPool(p *connpool.Pool, b Balancer, opts ...PoolOption) *Pool {
 // addresses that already failed in this call, up to the attempt limit. The
 // conn is a *Conn, which wraps a *connpool.Conn: Close reports success and
 // Release failure to the balancer.
+//
+// Only a failure of the backend counts against it: a failed dial (see
+// backendFault). Errors of the client's own making, such as a closed pool,
+// a cancelled or expired context, or ErrExhausted at a WithMaxActive limit,
+// are reported as ErrPickNotUsed, neither success nor failure, so that a
+// pool short of conns does not eject the healthy backends it waits for.
 func (bp *Pool) Get(ctx context.Context) (net.Conn, error) {
 	var failed []string
 	var lastErr error
@@ -75,15 +81,24 @@ func (bp *Pool) Get(ctx context.Context) (net.Conn, error) {
 		if err == nil {
 			return &Conn{Conn: c.(*connpool.Conn), done: done}, nil
 		}
-		done(err)
-		var de *connpool.DialError
-		if !errors.As(err, &de) {
-			return nil, err // closed pool, context, wait timeout: not the backend's fault
+		if !backendFault(err) {
+			done(ErrPickNotUsed)
+			return nil, err
 		}
+		done(err)
 		failed = append(failed, addr)
 		lastErr = err
 	}
 	return nil, lastErr
+}
+
+// backendFault reports whether a checkout failed because of its backend: a
+// dial that failed, but not one cancelled because the pool closed or one
+// whose dial function panicked, which are faults of the client.
+func backendFault(err error) bool {
+	var de *connpool.DialError
+	return errors.As(err, &de) &&
+		!errors.Is(err, context.Canceled) && !errors.Is(err, connpool.ErrDialPanicked)
 }
 
 // pickExcluding picks an address not in failed, trying a few times before

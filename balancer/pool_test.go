@@ -249,3 +249,58 @@ func TestPoolBackendDiesUnderConcurrentLoad(t *testing.T) {
 	wg.Wait()
 	assert.Zero(t, failures.Load(), "failed requests")
 }
+
+// Regression: Get reported the pool's own errors (ErrExhausted, a cancelled
+// context, ErrClosed) to the balancer as failures of the backend, which
+// ejected healthy backends exactly when the pool was short of conns.
+func TestPoolGetCountsOnlyBackendFaultsAgainstABackend(t *testing.T) {
+	_, eps := startBackends(t, 1)
+	p, err := connpool.New(func(address string) (net.Conn, error) { return net.DialTimeout("tcp", address, time.Second) },
+		4, time.Minute, connpool.WithMaxActive(1), connpool.WithWaitTimeout(time.Millisecond))
+	require.NoError(t, err)
+	b := balancer.NewRoundRobin(eps, balancer.WithEjection(1, time.Hour, time.Hour), balancer.WithMaxEjectedShare(1))
+	bp := balancer.NewPool(p, b)
+
+	held, err := bp.Get(context.Background())
+	require.NoError(t, err)
+	_, err = bp.Get(context.Background())
+	require.ErrorIs(t, err, connpool.ErrExhausted)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, err = bp.Get(ctx)
+	require.ErrorIs(t, err, context.Canceled)
+	require.NoError(t, held.Close())
+	require.NoError(t, p.Close())
+	_, err = bp.Get(context.Background())
+	require.ErrorIs(t, err, connpool.ErrClosed)
+
+	st := b.States()[0]
+	assert.False(t, st.Ejected, "a local error ejected a healthy backend")
+	assert.Zero(t, st.ConsecutiveFailures)
+	assert.Zero(t, st.InFlight, "every pick was ended")
+}
+
+// Regression: ErrPickNotUsed was compared with ==, so a wrapped one counted
+// as a failure; and a failed Pick returned a nil done.
+func TestPickNotUsedIsMatchedWithErrorsIsAndAFailedPicksDoneIsSafe(t *testing.T) {
+	b := balancer.NewRoundRobin([]balancer.Endpoint{{Address: "a:1"}}, balancer.WithEjection(1, time.Hour, time.Hour), balancer.WithMaxEjectedShare(1))
+	_, done, err := b.Pick(context.Background())
+	require.NoError(t, err)
+	done(fmt.Errorf("lookup only: %w", balancer.ErrPickNotUsed))
+	st := b.States()[0]
+	assert.False(t, st.Ejected)
+	assert.Zero(t, st.ConsecutiveFailures)
+
+	for name, empty := range map[string]balancer.Balancer{
+		"RoundRobin":         balancer.NewRoundRobin(nil),
+		"Random":             balancer.NewRandom(nil),
+		"WeightedRoundRobin": balancer.NewWeightedRoundRobin(nil),
+		"LeastRequest":       balancer.NewLeastRequest(nil),
+		"PeakEWMA":           balancer.NewPeakEWMA(nil),
+		"Maglev":             balancer.NewMaglev(nil),
+	} {
+		_, done, err := empty.Pick(context.Background())
+		assert.ErrorIs(t, err, balancer.ErrNoEndpoints, name)
+		assert.NotPanics(t, func() { done(nil) }, name)
+	}
+}

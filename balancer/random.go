@@ -23,7 +23,7 @@ func NewRandom(endpoints []Endpoint, opts ...Option) *Random {
 func (r *Random) Pick(context.Context) (string, func(error), error) {
 	eps := r.set.snap.Load().eps
 	if len(eps) == 0 {
-		return "", nil, ErrNoEndpoints
+		return "", noDone, ErrNoEndpoints
 	}
 	return usable(eps, rand.IntN(len(eps))).pick()
 }

@@ -28,7 +28,7 @@ func NewRoundRobin(endpoints []Endpoint, opts ...Option) *RoundRobin {
 func (rr *RoundRobin) Pick(context.Context) (string, func(error), error) {
 	eps := rr.set.snap.Load().eps
 	if len(eps) == 0 {
-		return "", nil, ErrNoEndpoints
+		return "", noDone, ErrNoEndpoints
 	}
 	i := rr.next.Add(1) - 1
 	return usable(eps, int(i%uint64(len(eps)))).pick()

@@ -38,7 +38,7 @@ func NewWeightedRoundRobin(endpoints []Endpoint, opts ...Option) *WeightedRoundR
 func (w *WeightedRoundRobin) Pick(context.Context) (string, func(error), error) {
 	s := w.seq.Load()
 	if len(s.order) == 0 {
-		return "", nil, ErrNoEndpoints
+		return "", noDone, ErrNoEndpoints
 	}
 	i := w.next.Add(1) - 1
 	return usable(s.eps, int(s.order[i%uint64(len(s.order))])).pick()
