@@ -225,3 +225,71 @@ func TestLeastRequestComparesBothOfTwoEndpoints(t *testing.T) {
 	doneA(nil)
 	doneB(nil)
 }
+
+// Regression: with two endpoints LeastRequest broke every tie towards the
+// first, which got 300 of 300 sequential picks.
+func TestLeastRequestBreaksTiesAtRandom(t *testing.T) {
+	for _, n := range []int{2, 5} {
+		lr := balancer.NewLeastRequest(endpoints(n))
+		counts := map[string]int{}
+		const picks = 2000
+		for range picks {
+			addr, done, err := lr.Pick(context.Background())
+			require.NoError(t, err)
+			done(nil) // requests that finish at once: every pick is a tie
+			counts[addr]++
+		}
+		fair := picks / n
+		for addr, c := range counts {
+			// Binomial: at n = 2 the standard deviation is about 22 picks.
+			assert.InDelta(t, fair, c, float64(fair)/4, "%d endpoints: %s got %d of %d picks", n, addr, c, picks)
+		}
+		assert.Len(t, counts, n, "every endpoint gets picks")
+	}
+}
+
+func TestLeastRequestWithMoreChoicesFindsTheIdleEndpoint(t *testing.T) {
+	const n = 10
+	for _, tt := range []struct {
+		name    string
+		choices int
+		minHits int // of 200 picks that find the one idle endpoint
+		maxHits int
+	}{
+		{name: "10 choices compare all", choices: 10, minHits: 200, maxHits: 200},
+		{name: "clamped to 10", choices: 50, minHits: 200, maxHits: 200},
+		{name: "2 choices find it about a fifth of the time", choices: 2, minHits: 10, maxHits: 90},
+		{name: "clamped to 2", choices: 0, minHits: 10, maxHits: 90},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			lr := balancer.NewLeastRequest(endpoints(n), balancer.WithChoices(tt.choices))
+			// Load every endpoint but one with a request in flight.
+			var dones []func(error)
+			busy := map[string]bool{}
+			for len(busy) < n-1 {
+				addr, done, err := lr.Pick(context.Background())
+				require.NoError(t, err)
+				if busy[addr] {
+					done(balancer.ErrPickNotUsed)
+					continue
+				}
+				busy[addr] = true
+				dones = append(dones, done)
+			}
+			hits := 0
+			for range 200 {
+				addr, done, err := lr.Pick(context.Background())
+				require.NoError(t, err)
+				if !busy[addr] {
+					hits++
+				}
+				done(balancer.ErrPickNotUsed)
+			}
+			assert.GreaterOrEqual(t, hits, tt.minHits)
+			assert.LessOrEqual(t, hits, tt.maxHits)
+			for _, done := range dones {
+				done(nil)
+			}
+		})
+	}
+}

@@ -17,12 +17,14 @@ type config struct {
 
 	decay          time.Duration // PeakEWMA
 	defaultLatency time.Duration // PeakEWMA
+	choices        int           // LeastRequest
 }
 
 func defaults() config {
 	return config{
 		threshold: 5, base: 30 * time.Second, max: 300 * time.Second, maxShare: 0.5,
 		decay: 10 * time.Second, defaultLatency: 10 * time.Millisecond,
+		choices: 2,
 	}
 }
 

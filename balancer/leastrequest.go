@@ -3,13 +3,27 @@ package balancer
 import (
 	"context"
 	"math/rand/v2"
+	"slices"
 )
 
-// LeastRequest picks, of two endpoints chosen at random, the one with fewer
-// requests in flight ("power of two choices"), skipping ejected endpoints.
-// With two endpoints or fewer it compares them all. It ignores weights.
+// LeastRequest picks, of a few endpoints chosen at random (two by default,
+// see WithChoices), the one with the fewest requests in flight ("power of
+// two choices"), skipping ejected endpoints and breaking ties at random.
+// With no more endpoints than choices it compares them all. It ignores
+// weights.
 type LeastRequest struct {
 	set *endpointSet
+}
+
+// maxChoices is the most endpoints LeastRequest compares per pick.
+const maxChoices = 10
+
+// WithChoices sets how many endpoints LeastRequest samples per pick (the
+// choice count of grpc-go's least_request and Envoy's LEAST_REQUEST).
+// Values are clamped to [2, 10]; the default is 2. More choices follow load
+// more closely and cost a little more per pick. Other policies ignore it.
+func WithChoices(n int) Option {
+	return func(c *config) { c.choices = min(max(n, 2), maxChoices) }
 }
 
 // NewLeastRequest returns a power-of-two-choices balancer over in-flight
@@ -20,32 +34,68 @@ func NewLeastRequest(endpoints []Endpoint, opts ...Option) *LeastRequest {
 	return lr
 }
 
-// Pick returns the less loaded of two distinct random endpoints that are not
-// ejected. It takes no lock and allocates nothing.
+// Pick returns the least loaded of the sampled endpoints. It takes no lock
+// and allocates nothing.
 func (lr *LeastRequest) Pick(context.Context) (string, func(error), error) {
 	eps := lr.set.snap.Load().eps
 	n := len(eps)
-	switch n {
-	case 0:
+	k := lr.set.cfg.choices
+	switch {
+	case n == 0:
 		return "", noDone, ErrNoEndpoints
-	case 1:
-		return eps[0].pick()
-	case 2:
-		return lighter(eps[0], eps[1]).pick()
+	case n <= k:
+		return leastLoadedOfAll(eps).pick()
+	case k == 2: // the default, without the general loop
+		i := rand.IntN(n)
+		j := rand.IntN(n - 1)
+		if j >= i {
+			j++ // distinct from i
+		}
+		return lessLoaded(usable(eps, i), usable(eps, j)).pick()
 	}
-	i := rand.IntN(n)
-	j := rand.IntN(n - 1)
-	if j >= i {
-		j++ // distinct from i
+	// Samples come in random order and a tie keeps the earlier one, so ties
+	// go to a sample chosen uniformly at random.
+	var seen [maxChoices]int
+	var best *endpoint
+	for c := 0; c < k; {
+		i := rand.IntN(n)
+		if slices.Contains(seen[:c], i) {
+			continue // distinct samples
+		}
+		seen[c] = i
+		c++
+		if ep := usable(eps, i); best == nil {
+			best = ep
+		} else {
+			best = lessLoaded(best, ep)
+		}
 	}
-	return lighter(usable(eps, i), usable(eps, j)).pick()
+	return best.pick()
 }
 
-// lighter returns the endpoint with fewer requests in flight, preferring
-// one that is not ejected.
-func lighter(a, b *endpoint) *endpoint {
-	if a.ejected.Load() != b.ejected.Load() {
-		if a.ejected.Load() {
+// leastLoadedOfAll compares every endpoint and returns the least loaded one,
+// breaking ties uniformly at random (reservoir sampling over the tied ones).
+func leastLoadedOfAll(eps []*endpoint) *endpoint {
+	best, ties := eps[0], 1
+	for _, ep := range eps[1:] {
+		switch next := lessLoaded(best, ep); {
+		case next != best:
+			best, ties = ep, 1
+		case lessLoaded(ep, best) == ep: // a tie: ep is no worse either way
+			ties++
+			if rand.IntN(ties) == 0 {
+				best = ep
+			}
+		}
+	}
+	return best
+}
+
+// lessLoaded returns the less loaded of a and b: one that is not ejected
+// before one that is, then fewer requests in flight; a on a tie.
+func lessLoaded(a, b *endpoint) *endpoint {
+	if ae, be := a.ejected.Load(), b.ejected.Load(); ae != be {
+		if ae {
 			return b
 		}
 		return a
