@@ -25,8 +25,8 @@ type Pool struct {
 	b        Balancer
 	attempts int
 
-	mu    sync.Mutex // protects addrs; serialises Update
-	addrs map[string]bool
+	mu    sync.Mutex                     // serialises Update
+	addrs atomic.Pointer[map[string]bool] // the addresses in the set; replaced, never modified
 }
 
 // PoolOption configures a Pool.
@@ -39,8 +39,10 @@ func WithAttempts(n int) PoolOption {
 }
 
 // NewPool returns a Pool that picks with b and checks out conns from p.
-// Call Update to set the endpoints, so that removed addresses are drained
-// from p. It panics, naming the mistake, if p or b is nil.
+// Call Update to change the endpoints, so that removed addresses are
+// drained from p. If b reports its endpoints (all policies of this package
+// do, with States), the Pool starts with them. It panics, naming the
+// mistake, if p or b is nil.
 func NewPool(p *connpool.Pool, b Balancer, opts ...PoolOption) *Pool {
 	switch {
 	case p == nil:
@@ -48,7 +50,14 @@ func NewPool(p *connpool.Pool, b Balancer, opts ...PoolOption) *Pool {
 	case b == nil:
 		panic("balancer: NewPool needs a Balancer; got nil")
 	}
-	bp := &Pool{p: p, b: b, attempts: 3, addrs: map[string]bool{}}
+	bp := &Pool{p: p, b: b, attempts: 3}
+	addrs := map[string]bool{}
+	if s, ok := b.(interface{ States() []State }); ok {
+		for _, st := range s.States() {
+			addrs[st.Address] = true
+		}
+	}
+	bp.addrs.Store(&addrs)
 	for _, opt := range opts {
 		opt(bp)
 	}
@@ -79,7 +88,7 @@ func (bp *Pool) Get(ctx context.Context) (net.Conn, error) {
 		}
 		c, err := bp.p.GetContext(ctx, addr)
 		if err == nil {
-			return &Conn{Conn: c.(*connpool.Conn), done: done}, nil
+			return &Conn{Conn: c.(*connpool.Conn), done: done, bp: bp}, nil
 		}
 		if !backendFault(err) {
 			done(ErrPickNotUsed)
@@ -121,36 +130,52 @@ func (bp *Pool) pickExcluding(ctx context.Context, failed []string) (string, fun
 }
 
 // Update sets the endpoints of the balancer and drains the addresses that
-// left from the connection pool.
+// left from the connection pool, after releasing its lock.
 func (bp *Pool) Update(endpoints []Endpoint) {
 	bp.mu.Lock()
-	defer bp.mu.Unlock()
 	bp.b.Update(endpoints)
 	next := make(map[string]bool, len(endpoints))
 	for _, ep := range clean(endpoints) {
 		next[ep.Address] = true
 	}
-	for addr := range bp.addrs {
+	var removed []string
+	for addr := range *bp.addrs.Load() {
 		if !next[addr] {
-			_ = bp.p.Drain(addr) // a retired backend's close errors have no caller to go to
+			removed = append(removed, addr)
 		}
 	}
-	bp.addrs = next
+	bp.addrs.Store(&next)
+	bp.mu.Unlock()
+
+	// Outside the lock: Drain closes sockets. A conn checked out to a
+	// removed address after this is not pooled either (see Conn.Close).
+	for _, addr := range removed {
+		_ = bp.p.Drain(addr) // a retired backend's close errors have no caller to go to
+	}
 }
+
+// inSet reports whether addr is in the current set of endpoints.
+func (bp *Pool) inSet(addr string) bool { return (*bp.addrs.Load())[addr] }
 
 // Conn is a pooled conn checked out through a Pool. It embeds the
 // *connpool.Conn, so Read, Write, Reused and the rest work as there.
 type Conn struct {
 	*connpool.Conn
 	done  func(error)
+	bp    *Pool
 	ended atomic.Bool
 }
 
 // Close returns the conn to the pool and reports success to the balancer.
+// A conn to an address that left the set meanwhile (a Get that picked just
+// before an Update) is closed rather than pooled.
 func (c *Conn) Close() error {
 	err := c.Conn.Close()
 	if c.ended.CompareAndSwap(false, true) {
 		c.done(nil)
+		if addr := c.Address(); !c.bp.inSet(addr) {
+			_ = c.bp.p.Drain(addr) // its close error goes nowhere; the request succeeded
+		}
 	}
 	return err
 }

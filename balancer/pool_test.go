@@ -304,3 +304,97 @@ func TestPickNotUsedIsMatchedWithErrorsIsAndAFailedPicksDoneIsSafe(t *testing.T)
 		assert.NotPanics(t, func() { done(nil) }, name)
 	}
 }
+
+// Regression: NewPool never learned the endpoints its balancer was built
+// with, so an Update that removed one of them drained nothing.
+func TestNewPoolKnowsTheConstructorsEndpoints(t *testing.T) {
+	_, eps := startBackends(t, 2)
+	p := newConnPool(t)
+	bp := balancer.NewPool(p, balancer.NewRoundRobin(eps))
+	for range 4 {
+		c, err := bp.Get(context.Background())
+		require.NoError(t, err)
+		require.NoError(t, c.Close())
+	}
+	require.Positive(t, destination(p, eps[1].Address).Idle)
+	bp.Update(eps[:1])
+	assert.Zero(t, destination(p, eps[1].Address).Total, "the removed address is drained")
+}
+
+// stuckBalancer picks one address whatever Update says, as a pick made just
+// before an Update can.
+type stuckBalancer struct{ addr string }
+
+func (s stuckBalancer) Pick(context.Context) (string, func(error), error) {
+	return s.addr, func(error) {}, nil
+}
+func (stuckBalancer) Update([]balancer.Endpoint) {}
+
+// Regression: a Get that picked just before an Update checked out after its
+// Drain, and its conn was pooled under an address nothing would drain again.
+func TestConnToAnAddressRemovedMeanwhileIsNotPooled(t *testing.T) {
+	_, eps := startBackends(t, 1)
+	p := newConnPool(t)
+	bp := balancer.NewPool(p, stuckBalancer{eps[0].Address})
+	bp.Update(eps)
+	bp.Update(nil) // the address leaves the set; the stuck pick still returns it
+
+	c, err := bp.Get(context.Background())
+	require.NoError(t, err)
+	require.NoError(t, c.Close())
+	s := destination(p, eps[0].Address)
+	assert.Zero(t, s.Idle, "a conn to a removed address must not be pooled")
+	assert.Zero(t, s.Total)
+}
+
+// Regression: Update drained removed addresses, closing their sockets, while
+// holding its lock, so a slow Close held up every other Update.
+func TestPoolUpdateDoesNoIOUnderItsLock(t *testing.T) {
+	gate := make(chan struct{})
+	d := testnet.FakeDialer{OnClose: func(c *testnet.FakeConn) {
+		if c.Address == "slow:1" {
+			<-gate
+		}
+	}}
+	p, err := connpool.New(d.Dial, 4, time.Minute)
+	require.NoError(t, err)
+	defer func() { require.NoError(t, p.Close()) }()
+	defer close(gate) // runs first: lets the slow Close return
+	bp := balancer.NewPool(p, balancer.NewRoundRobin(nil))
+	bp.Update([]balancer.Endpoint{{Address: "slow:1"}})
+	c, err := bp.Get(context.Background())
+	require.NoError(t, err)
+	require.NoError(t, c.Close()) // idle now; closing it will block
+
+	first := make(chan struct{})
+	go func() {
+		defer close(first)
+		bp.Update([]balancer.Endpoint{{Address: "b:1"}}) // drains slow:1
+	}()
+	eventuallyTrue(t, func() bool { return p.Stats().ClosedDrained == 1 }, "the drain has begun")
+	second := make(chan struct{})
+	go func() {
+		defer close(second)
+		bp.Update([]balancer.Endpoint{{Address: "b:1"}, {Address: "c:1"}})
+	}()
+	select {
+	case <-second:
+	case <-time.After(10 * time.Second):
+		t.Error("an Update waited for another Update's socket Close")
+	}
+	gate <- struct{}{}
+	<-first
+	<-second
+}
+
+// eventuallyTrue polls cond until it holds or 10 s pass.
+func eventuallyTrue(t *testing.T, cond func() bool, what string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("never: " + what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
