@@ -25,7 +25,7 @@ type Pool struct {
 	b        Balancer
 	attempts int
 
-	mu    sync.Mutex                     // serialises Update
+	mu    sync.Mutex                      // serialises Update
 	addrs atomic.Pointer[map[string]bool] // the addresses in the set; replaced, never modified
 }
 
