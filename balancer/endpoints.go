@@ -46,7 +46,7 @@ func (s *endpointSet) update(endpoints []Endpoint) *snapshot {
 			ep = &endpoint{address: e.Address, set: s}
 			ep.done = ep.finish
 		}
-		ep.weight = e.Weight
+		ep.weight.Store(int64(e.Weight))
 		next[e.Address] = ep
 		snap.eps[i] = ep
 	}
@@ -67,7 +67,7 @@ func (s *endpointSet) states() []State {
 	for i, ep := range eps {
 		out[i] = State{
 			Address:             ep.address,
-			Weight:              ep.weight,
+			Weight:              int(ep.weight.Load()),
 			InFlight:            ep.inflight.Load(),
 			ConsecutiveFailures: ep.failures.Load(),
 			Ejected:             ep.ejected.Load(),

@@ -33,10 +33,13 @@ func defaults() config {
 // picked, for base × the number of times it has been ejected, at most max,
 // with ±10% jitter. A success resets both counts. Defaults: 5, 30 s, 300 s.
 // A threshold of 0 turns ejection off; negative values are treated as 0.
-func WithEjection(threshold int, base, max time.Duration) Option {
+// A base below 1 ms is raised to 1 ms, and a max below base to base, when
+// the balancer is built, so that no option can fail a request later.
+func WithEjection(threshold int, base, maxTime time.Duration) Option {
 	return func(c *config) {
 		c.threshold = max0(threshold)
-		c.base, c.max = base, max
+		c.base = max(base, time.Millisecond)
+		c.max = max(maxTime, c.base)
 	}
 }
 
@@ -54,7 +57,7 @@ func max0(n int) int { return max(n, 0) }
 // address stays.
 type endpoint struct {
 	address string
-	weight  int
+	weight  atomic.Int64 // written by Update while States may read it
 	set     *endpointSet
 
 	inflight     atomic.Int64
@@ -108,8 +111,16 @@ type State struct {
 }
 
 // eject takes ep out of rotation for a while, unless that would eject more
-// than the allowed share of endpoints.
+// than the allowed share of endpoints or ep was removed by Update. It runs
+// under s.mu, as Update does, so that concurrent failures cannot pass the
+// share check together and a late failure of a removed endpoint cannot use
+// up the share. Failures are rare, so the lock costs nothing that matters.
 func (s *endpointSet) eject(ep *endpoint) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.byAddr[ep.address] != ep {
+		return // removed by Update
+	}
 	n := len(s.snap.Load().eps)
 	if float64(s.ejectedCount.Load()+1) > s.cfg.maxShare*float64(n) {
 		return

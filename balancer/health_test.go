@@ -3,6 +3,7 @@ package balancer_test
 import (
 	"context"
 	"errors"
+	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -125,4 +126,84 @@ func TestUpdateKeepsTheStateOfKeptAddresses(t *testing.T) {
 	assert.True(t, state(rr.States(), kept).Ejected, "ejection survives the update")
 	assert.Equal(t, 2, state(rr.States(), "new:80").Weight)
 	assert.Zero(t, picks(t, rr, 30)[kept])
+}
+
+// Regression: concurrent failures could pass the ejected-share check
+// together (6 of 10 endpoints ejected with a cap of 5).
+func TestEjectionCapHoldsUnderConcurrentFailures(t *testing.T) {
+	for round := range 200 {
+		b := balancer.NewRoundRobin(endpoints(10), balancer.WithEjection(1, time.Hour, time.Hour))
+		var dones []func(error)
+		for range 10 { // round robin: each endpoint once
+			_, done, err := b.Pick(context.Background())
+			require.NoError(t, err)
+			dones = append(dones, done)
+		}
+		start := make(chan struct{})
+		var wg sync.WaitGroup
+		for _, done := range dones {
+			wg.Go(func() {
+				<-start
+				done(errRequest)
+			})
+		}
+		close(start)
+		wg.Wait()
+		ejected := 0
+		for _, s := range b.States() {
+			if s.Ejected {
+				ejected++
+			}
+		}
+		require.LessOrEqual(t, ejected, 5, "round %d: more than half of the endpoints ejected", round)
+	}
+}
+
+// Regression: a failure reported after Update removed its endpoint ejected
+// that endpoint, using up the ejected-share budget until its timer fired.
+func TestRemovedEndpointCannotBeEjected(t *testing.T) {
+	b := balancer.NewRoundRobin([]balancer.Endpoint{{Address: "a:1"}, {Address: "b:1"}},
+		balancer.WithEjection(1, time.Hour, time.Hour))
+	var doneA func(error)
+	for doneA == nil {
+		addr, done, err := b.Pick(context.Background())
+		require.NoError(t, err)
+		if addr == "a:1" {
+			doneA = done
+		} else {
+			done(nil)
+		}
+	}
+	b.Update([]balancer.Endpoint{{Address: "b:1"}, {Address: "c:1"}})
+	doneA(errRequest) // late: a:1 is gone
+
+	fail(t, b, "b:1", 1)
+	assert.True(t, state(b.States(), "b:1").Ejected, "the budget (1 of 2) must still be free for b:1")
+}
+
+// Regression: WithEjection with a negative time panicked later, inside
+// done, on the request path.
+func TestWithEjectionClampsTimesWhenTheBalancerIsBuilt(t *testing.T) {
+	b := balancer.NewRoundRobin(endpoints(2), balancer.WithEjection(1, -time.Second, -time.Hour))
+	assert.NotPanics(t, func() { fail(t, b, endpoints(2)[0].Address, 1) })
+	assert.True(t, state(b.States(), endpoints(2)[0].Address).Ejected)
+}
+
+// Regression: States read an endpoint's weight while Update wrote it.
+func TestStatesDoesNotRaceWithUpdate(t *testing.T) {
+	b := balancer.NewWeightedRoundRobin(endpoints(3))
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for i := range 200 {
+			eps := endpoints(3)
+			eps[0].Weight = 1 + i%7
+			b.Update(eps)
+		}
+	})
+	wg.Go(func() {
+		for range 200 {
+			_ = b.States()
+		}
+	})
+	wg.Wait()
 }

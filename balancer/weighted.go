@@ -62,14 +62,15 @@ func smoothSequence(eps []*endpoint) *weightedSeq {
 	if len(eps) == 0 {
 		return s
 	}
-	g := 0
-	for _, ep := range eps {
-		g = gcd(g, ep.weight)
-	}
 	weights := make([]int, len(eps))
-	total := 0
+	g := 0
 	for i, ep := range eps {
-		weights[i] = ep.weight / g
+		weights[i] = int(ep.weight.Load()) // once: a concurrent Update may change it
+		g = gcd(g, weights[i])
+	}
+	total := 0
+	for i := range weights {
+		weights[i] /= g
 		total += weights[i]
 	}
 	current := make([]int, len(eps))
