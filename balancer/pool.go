@@ -26,7 +26,7 @@ type Pool struct {
 	attempts int
 
 	mu    sync.Mutex                      // serialises Update
-	addrs atomic.Pointer[map[string]bool] // the addresses in the set; replaced, never modified
+	addrs atomic.Pointer[map[string]bool] // the addresses in the set, nil while unknown; replaced, never modified
 }
 
 // PoolOption configures a Pool.
@@ -51,13 +51,14 @@ func NewPool(p *connpool.Pool, b Balancer, opts ...PoolOption) *Pool {
 		panic("balancer: NewPool needs a Balancer; got nil")
 	}
 	bp := &Pool{p: p, b: b, attempts: 3}
-	addrs := map[string]bool{}
 	if s, ok := b.(interface{ States() []State }); ok {
+		addrs := map[string]bool{}
 		for _, st := range s.States() {
 			addrs[st.Address] = true
 		}
-	}
-	bp.addrs.Store(&addrs)
+		bp.addrs.Store(&addrs)
+	} // else the set is unknown until the first Update: nothing is drained
+
 	for _, opt := range opts {
 		opt(bp)
 	}
@@ -139,9 +140,11 @@ func (bp *Pool) Update(endpoints []Endpoint) {
 		next[ep.Address] = true
 	}
 	var removed []string
-	for addr := range *bp.addrs.Load() {
-		if !next[addr] {
-			removed = append(removed, addr)
+	if prev := bp.addrs.Load(); prev != nil {
+		for addr := range *prev {
+			if !next[addr] {
+				removed = append(removed, addr)
+			}
 		}
 	}
 	bp.addrs.Store(&next)
@@ -154,8 +157,13 @@ func (bp *Pool) Update(endpoints []Endpoint) {
 	}
 }
 
-// inSet reports whether addr is in the current set of endpoints.
-func (bp *Pool) inSet(addr string) bool { return (*bp.addrs.Load())[addr] }
+// inSet reports whether addr is in the current set of endpoints, or the set
+// is not known yet (a balancer that does not report its endpoints, before
+// the first Update).
+func (bp *Pool) inSet(addr string) bool {
+	m := bp.addrs.Load()
+	return m == nil || (*m)[addr]
+}
 
 // Conn is a pooled conn checked out through a Pool. It embeds the
 // *connpool.Conn, so Read, Write, Reused and the rest work as there.

@@ -398,3 +398,15 @@ func eventuallyTrue(t *testing.T, cond func() bool, what string) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// A balancer that does not report its endpoints, used without Pool.Update,
+// leaves the set unknown: its conns are pooled as usual.
+func TestPoolWithAnUnknownSetPoolsConns(t *testing.T) {
+	_, eps := startBackends(t, 1)
+	p := newConnPool(t)
+	bp := balancer.NewPool(p, stuckBalancer{eps[0].Address})
+	c, err := bp.Get(context.Background())
+	require.NoError(t, err)
+	require.NoError(t, c.Close())
+	assert.EqualValues(t, 1, destination(p, eps[0].Address).Idle)
+}
