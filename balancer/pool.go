@@ -87,7 +87,7 @@ func (bp *Pool) Get(ctx context.Context) (net.Conn, error) {
 			}
 			return nil, err
 		}
-		c, err := bp.p.GetContext(ctx, addr)
+		c, err := bp.checkout(ctx, addr, done)
 		if err == nil {
 			return &Conn{Conn: c.(*connpool.Conn), done: done, bp: bp}, nil
 		}
@@ -100,6 +100,21 @@ func (bp *Pool) Get(ctx context.Context) (net.Conn, error) {
 		lastErr = err
 	}
 	return nil, lastErr
+}
+
+// checkout checks out a conn to addr for a pick whose done is given. If the
+// dial function or validator panics on this goroutine, the pick is ended as
+// unused before the panic goes on, so it does not stay counted in flight.
+func (bp *Pool) checkout(ctx context.Context, addr string, done func(error)) (net.Conn, error) {
+	returned := false
+	defer func() {
+		if !returned {
+			done(ErrPickNotUsed)
+		}
+	}()
+	c, err := bp.p.GetContext(ctx, addr)
+	returned = true
+	return c, err
 }
 
 // backendFault reports whether a checkout failed because of its backend: a

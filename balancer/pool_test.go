@@ -410,3 +410,20 @@ func TestPoolWithAnUnknownSetPoolsConns(t *testing.T) {
 	require.NoError(t, c.Close())
 	assert.EqualValues(t, 1, destination(p, eps[0].Address).Idle)
 }
+
+// Regression: a dial function that panicked on Get's goroutine left its pick
+// counted in flight for good, steering load-aware policies away from a
+// healthy backend.
+func TestPanickingDialDoesNotLeaveAPickInFlight(t *testing.T) {
+	dial := func(string) (net.Conn, error) { panic("dial bug") }
+	p, err := connpool.New(dial, 4, time.Minute)
+	require.NoError(t, err)
+	defer p.Close()
+	lr := balancer.NewLeastRequest([]balancer.Endpoint{{Address: "a:1"}})
+	bp := balancer.NewPool(p, lr)
+
+	assert.PanicsWithValue(t, "dial bug", func() { _, _ = bp.Get(context.Background()) }, "the panic goes on")
+	st := lr.States()[0]
+	assert.Zero(t, st.InFlight, "the pick was ended")
+	assert.Zero(t, st.ConsecutiveFailures, "a panicking dial function is the client's fault")
+}
