@@ -114,6 +114,7 @@ func TestSweepClosesSocketsOutsideBucketLock(t *testing.T) {
 		require.NoError(t, c2.Close())
 	}
 	clock.advance(2 * time.Hour)
+	p.buckets.builds.Wait() // a snapshot build takes the registry lock for a moment
 	p.sweep(clock.read())
 	assert.EqualValues(t, 4, checked.Load())
 	assert.EqualValues(t, 0, d.Open())
