@@ -94,6 +94,10 @@ func (p *Pool) dialConn(ctx context.Context, b *bucket, gen uint32) (pc *pconn, 
 // runtime.Goexit in a goroutine the pool owns.
 var errDialExited = fmt.Errorf("%w: it called runtime.Goexit", ErrDialPanicked)
 
+// exitedDial is the error of a dial to address whose function called
+// runtime.Goexit: it stands until the dial returns.
+func exitedDial(address string) error { return &DialError{Address: address, Err: errDialExited} }
+
 // dialConnRecovered is dialConn for goroutines the pool owns, where no
 // caller could recover a panic: a panicking dial function becomes a
 // DialError wrapping [ErrDialPanicked], delivered to whoever waits. A dial
@@ -140,7 +144,7 @@ func (p *Pool) dialDetached(ctx context.Context, b *bucket, gen uint32) (net.Con
 		var (
 			pc  *pconn
 			now int64
-			err error = &DialError{Address: b.address, Err: errDialExited} // unless the dial returns
+			err error = exitedDial(b.address) // unless the dial returns
 		)
 		defer func() { p.detachedDialDone(b, pd, pc, now, err) }()
 		pc, now, err = p.dialConnRecovered(dctx, b, gen)

@@ -220,7 +220,7 @@ func TestGetOnADroppedBucketMovesToANewOne(t *testing.T) {
 	// would between its removal and the next snapshot.
 	r := &p.buckets
 	r.mu.Lock()
-	r.snapshotLocked()
+	snapshotNow(r)
 	snapshot := *r.read.Load()
 	r.mu.Unlock()
 	require.Contains(t, snapshot, "a:1")
@@ -254,4 +254,13 @@ func TestHandlesAreNeverReused(t *testing.T) {
 func TestBucketPanicsOnInconsistentCounts(t *testing.T) {
 	b := &bucket{address: "a:1", pool: &Pool{}, total: 0, idle: []idleConn{{}}}
 	assert.PanicsWithValue(t, "connpool: bug: bucket a:1 counts are inconsistent", b.checkLocked)
+}
+
+// snapshotNow publishes a snapshot of the registry's map at once, as a
+// finished build would. The caller holds r.mu; no build may be running.
+func snapshotNow(r *registry) {
+	m := sized(r.all)
+	r.read.Store(&m)
+	r.log = nil
+	r.misses = 0
 }

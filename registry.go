@@ -158,15 +158,6 @@ func (r *registry) build(rb *rebuild) {
 	}
 }
 
-// snapshotLocked publishes a copy of the authoritative map at once. The
-// caller holds r.mu, and no build may be running.
-func (r *registry) snapshotLocked() {
-	m := sized(r.all)
-	r.read.Store(&m)
-	r.log = nil
-	r.misses = 0
-}
-
 // shrinkLocked copies the map into one of the right size once it holds
 // fewer than half the entries it once held. The copy costs O(entries) and
 // follows at least as many deletions. The snapshot is not touched: its

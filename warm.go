@@ -75,7 +75,7 @@ launch:
 		go func(b *bucket) { // the dial ends on the bucket it reserved a slot on
 			defer wg.Done()
 			defer func() { <-sem }()
-			err := error(&DialError{Address: b.address, Err: errDialExited})
+			err := exitedDial(b.address)
 			defer func() { // deferred, so that a dial calling runtime.Goexit is reported too
 				if err != nil {
 					record(err)
@@ -135,7 +135,7 @@ func (p *Pool) warmOne(ctx context.Context, b *bucket, gen uint32) (err error) {
 		pc  *pconn
 		now int64
 	)
-	err = &DialError{Address: b.address, Err: errDialExited} // unless the dial returns
+	err = exitedDial(b.address) // unless the dial returns
 	defer func() {
 		var toClose []net.Conn
 		var victim *lruNode
