@@ -236,6 +236,8 @@ func TestPoolBackendDiesUnderConcurrentLoad(t *testing.T) {
 	waitFor("load never started", func() bool { return destination(p, dead.Addr()).Reuses > 50 })
 	dead.Refuse()
 	waitFor("the dead backend is never ejected", func() bool { return state(rr.States(), dead.Addr()).Ejected })
+	// Picks made just before the ejection may still dial; wait for them.
+	waitFor("picks of the dead backend never end", func() bool { return state(rr.States(), dead.Addr()).InFlight == 0 })
 	before := destination(p, dead.Addr()).DialErrors
 	time.Sleep(100 * time.Millisecond) // load runs while it is ejected
 	if state(rr.States(), dead.Addr()).Ejected {
