@@ -8,20 +8,37 @@ import (
 )
 
 // endpointSet holds the endpoints of a balancer and their health. Picks read
-// the snapshot without a lock; Update builds a new one under mu.
+// the snapshot without a lock; every change (Update, an ejection, a
+// re-admission, the end of a slow start) builds a new one under mu.
 type endpointSet struct {
-	cfg  config
+	cfg config
+
+	// derive, if set, builds a policy's own structure for a snapshot (the
+	// weighted schedule, the Maglev table) before it is published. It runs
+	// under mu and is given the snapshot being replaced, so that it can
+	// reuse what did not change. Set once, before the first update.
+	derive func(prev, next *snapshot)
+
 	snap atomic.Pointer[snapshot] // never modified once stored
 
-	ejectedCount atomic.Int64 // endpoints of the snapshot that are ejected
-
-	mu     sync.Mutex // serialises Update
-	byAddr map[string]*endpoint
+	mu      sync.Mutex // protects the fields below and serialises every store to snap
+	byAddr  map[string]*endpoint
+	ejected int  // endpoints of byAddr that are ejected
+	updated bool // the first Update is done: endpoints added later start slowly
 }
 
-// snapshot is an immutable endpoint list.
+// snapshot is an immutable view of the endpoints for picks.
 type snapshot struct {
-	eps []*endpoint
+	all []*endpoint // in the order of the last Update
+	// healthy is what picks choose from: the endpoints that are not
+	// ejected, in the order of all, or all of them if every one is
+	// ejected (panic mode: health is ignored rather than failing).
+	healthy []*endpoint
+	// view is the policy's structure over healthy, built by derive.
+	view any
+	// rampUntil is when the last slow start of an endpoint in healthy
+	// ends, in mono time; 0 if none is ramping up.
+	rampUntil int64
 }
 
 func newEndpointSet(opts []Option) *endpointSet {
@@ -30,39 +47,79 @@ func newEndpointSet(opts []Option) *endpointSet {
 		opt(&s.cfg)
 	}
 	s.snap.Store(&snapshot{})
+	s.startOutlierDetection()
 	return s
 }
 
 // update replaces the endpoints, keeping the state of addresses that stay.
-func (s *endpointSet) update(endpoints []Endpoint) *snapshot {
+func (s *endpointSet) update(endpoints []Endpoint) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	eps := clean(endpoints)
 	next := make(map[string]*endpoint, len(eps))
-	snap := &snapshot{eps: make([]*endpoint, len(eps))}
+	all := make([]*endpoint, len(eps))
+	now := mono()
 	for i, e := range eps {
 		ep := s.byAddr[e.Address]
 		if ep == nil {
-			ep = &endpoint{address: e.Address, set: s}
-			ep.done = ep.finish
+			ep = newEndpoint(s, e.Address)
+			if s.updated {
+				s.startRampLocked(ep, now)
+			}
 		}
 		ep.weight.Store(int64(e.Weight))
 		next[e.Address] = ep
-		snap.eps[i] = ep
+		all[i] = ep
 	}
 	for addr, ep := range s.byAddr {
-		if next[addr] == nil {
-			s.readmit(ep) // a removed endpoint no longer counts as ejected
+		if next[addr] == nil && ep.ejected.CompareAndSwap(true, false) {
+			s.ejected-- // a removed endpoint no longer counts as ejected
 		}
 	}
 	s.byAddr = next
-	s.snap.Store(snap)
-	return snap
+	s.updated = true
+	s.publishLocked(all, now)
+}
+
+// publishLocked stores a new snapshot over all, with healthy, view and
+// rampUntil worked out from the endpoints' state at now. s.mu must be held.
+func (s *endpointSet) publishLocked(all []*endpoint, now int64) {
+	prev := s.snap.Load()
+	next := &snapshot{all: all, healthy: all}
+	if s.ejected > 0 {
+		healthy := make([]*endpoint, 0, len(all))
+		for _, ep := range all {
+			if !ep.ejected.Load() {
+				healthy = append(healthy, ep)
+			}
+		}
+		if len(healthy) > 0 {
+			next.healthy = healthy
+		}
+	}
+	for _, ep := range next.healthy {
+		if start := ep.rampStart.Load(); start != 0 && start+int64(s.cfg.slowStart.window) > now {
+			end := start + int64(s.cfg.slowStart.window)
+			next.rampUntil = max(next.rampUntil, end)
+		}
+	}
+	if s.derive != nil {
+		s.derive(prev, next)
+	}
+	s.snap.Store(next)
+}
+
+// republish rebuilds the snapshot from the current endpoints, for a change
+// of their state rather than of the set.
+func (s *endpointSet) republish() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.publishLocked(s.snap.Load().all, mono())
 }
 
 // states reports every endpoint's state, in the order of the last Update.
 func (s *endpointSet) states() []State {
-	eps := s.snap.Load().eps
+	eps := s.snap.Load().all
 	out := make([]State, len(eps))
 	for i, ep := range eps {
 		out[i] = State{
@@ -80,14 +137,9 @@ func (s *endpointSet) states() []State {
 	return out
 }
 
-// usable returns the first endpoint at or after i (cyclically) that is not
-// ejected, or eps[i] if all are: health is ignored rather than failing.
-func usable(eps []*endpoint, i int) *endpoint {
-	n := len(eps)
-	for k := range n {
-		if ep := eps[(i+k)%n]; !ep.ejected.Load() {
-			return ep
-		}
-	}
-	return eps[i]
-}
+// epoch is the origin of mono.
+var epoch = time.Now()
+
+// mono returns the monotonic clock in nanoseconds. It costs about half of
+// time.Now, which also reads the wall clock.
+func mono() int64 { return int64(time.Since(epoch)) }

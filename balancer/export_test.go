@@ -2,10 +2,13 @@ package balancer
 
 // MaglevShares reports how many table slots each endpoint owns.
 func MaglevShares(m *Maglev) map[string]int {
-	t := m.table.Load()
 	out := map[string]int{}
-	for _, i := range t.slots {
-		out[t.eps[i].address]++
+	v, _ := m.set.snap.Load().view.(*maglevView)
+	if v == nil {
+		return out
+	}
+	for _, ep := range v.owners {
+		out[ep.address]++
 	}
 	return out
 }

@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"sync/atomic"
 	"time"
+	"weak"
 )
 
 // Option configures a balancer.
@@ -12,8 +13,11 @@ type Option func(*config)
 
 type config struct {
 	threshold int           // consecutive failures that eject
-	base, max time.Duration // ejection time: base × ejections, at most max
+	base, max time.Duration // ejection time: base × multiplier, at most max
 	maxShare  float64       // most endpoints ejected at once, as a share
+
+	outlier   outlierConfig   // success-rate and failure-percentage ejection
+	slowStart slowStartConfig // ramp-up of new and re-admitted endpoints
 
 	decay          time.Duration // PeakEWMA
 	defaultLatency time.Duration // PeakEWMA
@@ -23,35 +27,39 @@ type config struct {
 func defaults() config {
 	return config{
 		threshold: 5, base: 30 * time.Second, max: 300 * time.Second, maxShare: 0.5,
-		decay: 10 * time.Second, defaultLatency: 10 * time.Millisecond,
+		outlier: outlierConfig{interval: 10 * time.Second},
+		decay:   10 * time.Second, defaultLatency: time.Second,
 		choices: 2,
 	}
 }
 
 // WithEjection sets passive health checking: after threshold consecutive
 // failed requests (done called with an error), an endpoint is ejected, not
-// picked, for base × the number of times it has been ejected, at most max,
-// with ±10% jitter. A success resets both counts. Defaults: 5, 30 s, 300 s.
-// A threshold of 0 turns ejection off; negative values are treated as 0.
-// A base below 1 ms is raised to 1 ms, and a max below base to base, when
-// the balancer is built, so that no option can fail a request later.
+// picked, for base × its ejection multiplier, at most max, with ±10%
+// jitter. The multiplier goes up by one with each ejection and down by one
+// for each outlier-detection interval (10 s unless set with
+// WithOutlierDetection) the endpoint spends in rotation without one. A
+// success resets the count of consecutive failures. Defaults: 5, 30 s,
+// 300 s. A threshold of 0 turns consecutive-failure ejection off; negative
+// values are treated as 0. A base below 1 ms is raised to 1 ms, and a max
+// below base to base, when the balancer is built, so that no option can
+// fail a request later.
 func WithEjection(threshold int, base, maxTime time.Duration) Option {
 	return func(c *config) {
-		c.threshold = max0(threshold)
+		c.threshold = max(threshold, 0)
 		c.base = max(base, time.Millisecond)
 		c.max = max(maxTime, c.base)
 	}
 }
 
 // WithMaxEjectedShare caps the share of endpoints ejected at once (default
-// 0.5). Failures that would eject more are ignored, and if every endpoint a
-// pick could use is ejected, health is ignored rather than failing the
-// request ("panic mode"). Values are clamped to [0, 1].
+// 0.5), by consecutive failures and outlier detection together. Ejections
+// that would pass it are skipped, and if every endpoint is ejected, health
+// is ignored rather than failing the request ("panic mode"). Values are
+// clamped to [0, 1].
 func WithMaxEjectedShare(share float64) Option {
 	return func(c *config) { c.maxShare = min(max(share, 0), 1) }
 }
-
-func max0(n int) int { return max(n, 0) }
 
 // endpoint is the state of one address, kept across Updates while the
 // address stays.
@@ -62,12 +70,24 @@ type endpoint struct {
 
 	inflight     atomic.Int64
 	failures     atomic.Int64 // consecutive
-	ejections    atomic.Int64 // since the last success
-	ejected      atomic.Bool
+	ejected      atomic.Bool  // written under set.mu
 	ejectedUntil atomic.Int64 // unix nanoseconds, for State
 	latency      latency      // kept by PeakEWMA only
+	rampStart    atomic.Int64 // mono time its slow start began; 0 if none (slowstart.go)
+	calls        callCounts   // outcomes in the current interval, with outlier detection (outlier.go)
+
+	// The ejection multiplier and when it last changed; under set.mu.
+	multiplier  int64
+	readmitted  int64 // mono time of the last re-admission
+	ejectionEnd int64 // mono time the current ejection ends
 
 	done func(error) // ep.finish, bound once so that picks allocate nothing
+}
+
+func newEndpoint(s *endpointSet, address string) *endpoint {
+	ep := &endpoint{address: address, set: s}
+	ep.done = ep.finish
+	return ep
 }
 
 // pick marks the start of a request on ep and returns its done function.
@@ -82,20 +102,20 @@ func (ep *endpoint) finish(err error) {
 	if err != nil && errors.Is(err, ErrPickNotUsed) {
 		return
 	}
+	c := &ep.set.cfg
+	if c.outlier.enabled() {
+		ep.calls.record(err == nil)
+	}
 	if err == nil {
 		// Load first: most requests succeed, and a store would dirty a
 		// cache line that other cores read.
 		if ep.failures.Load() != 0 {
 			ep.failures.Store(0)
 		}
-		if ep.ejections.Load() != 0 {
-			ep.ejections.Store(0)
-		}
 		return
 	}
-	c := &ep.set.cfg
 	if c.threshold > 0 && ep.failures.Add(1) >= int64(c.threshold) {
-		ep.set.eject(ep)
+		ep.set.ejectForFailures(ep)
 	}
 }
 
@@ -110,36 +130,75 @@ type State struct {
 	LatencyEWMA         time.Duration // PeakEWMA's estimate; zero elsewhere or before a sample
 }
 
-// eject takes ep out of rotation for a while, unless that would eject more
-// than the allowed share of endpoints or ep was removed by Update. It runs
-// under s.mu, as Update does, so that concurrent failures cannot pass the
-// share check together and a late failure of a removed endpoint cannot use
-// up the share. Failures are rare, so the lock costs nothing that matters.
-func (s *endpointSet) eject(ep *endpoint) {
+// ejectForFailures ejects ep for its consecutive failures.
+func (s *endpointSet) ejectForFailures(ep *endpoint) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.byAddr[ep.address] != ep {
-		return // removed by Update
+	now := mono()
+	if s.ejectLocked(ep, now) {
+		ep.failures.Store(0)
+		s.publishLocked(s.snap.Load().all, now)
 	}
-	n := len(s.snap.Load().eps)
-	if float64(s.ejectedCount.Load()+1) > s.cfg.maxShare*float64(n) {
-		return
-	}
-	if !ep.ejected.CompareAndSwap(false, true) {
-		return
-	}
-	s.ejectedCount.Add(1)
-	k := ep.ejections.Add(1)
-	d := min(time.Duration(k)*s.cfg.base, s.cfg.max)
-	d += time.Duration(rand.Int64N(int64(d)/5+1)) - d/10 // ±10%
-	ep.ejectedUntil.Store(time.Now().Add(d).UnixNano())
-	ep.failures.Store(0)
-	time.AfterFunc(d, func() { s.readmit(ep) })
 }
 
-// readmit puts ep back in rotation when its ejection ends.
-func (s *endpointSet) readmit(ep *endpoint) {
-	if ep.ejected.CompareAndSwap(true, false) {
-		s.ejectedCount.Add(-1)
+// ejectLocked takes ep out of rotation for a while, unless that would eject
+// more than the allowed share of endpoints, ep was removed by Update, or ep
+// is ejected already, and reports whether it did. The caller publishes a
+// new snapshot. Ejections happen under s.mu, as Updates do, so concurrent
+// failures cannot pass the share check together and a late failure of a
+// removed endpoint cannot use up the share.
+func (s *endpointSet) ejectLocked(ep *endpoint, now int64) bool {
+	if s.byAddr[ep.address] != ep || ep.ejected.Load() {
+		return false
 	}
+	if float64(s.ejected+1) > s.cfg.maxShare*float64(len(s.byAddr)) {
+		return false
+	}
+	ep.ejected.Store(true)
+	s.ejected++
+	// The multiplier went down by one per interval spent in rotation.
+	if ep.multiplier > 0 {
+		ep.multiplier = max(ep.multiplier-(now-ep.readmitted)/int64(s.cfg.outlier.interval), 0)
+	}
+	ep.multiplier++
+	d := min(time.Duration(ep.multiplier)*s.cfg.base, max(s.cfg.max, s.cfg.base))
+	d += time.Duration(rand.Int64N(int64(d)/5+1)) - d/10 // ±10%
+	ep.ejectionEnd = now + int64(d)
+	ep.ejectedUntil.Store(time.Now().Add(d).UnixNano())
+	ep.rampStart.Store(0)
+	s.readmitAfter(ep, d, ep.ejectionEnd)
+	return true
+}
+
+// readmitAfter re-admits ep after d, if its ejection that ends at end is
+// still on. The timer holds ep weakly, so a balancer dropped by its user can
+// be collected with its timers pending.
+func (s *endpointSet) readmitAfter(ep *endpoint, d time.Duration, end int64) {
+	wp := weak.Make(ep)
+	time.AfterFunc(d, func() {
+		if ep := wp.Value(); ep != nil {
+			ep.set.readmit(ep, end)
+		}
+	})
+}
+
+// readmit puts ep back in rotation when its ejection that ends at end is
+// over, starting it slowly if slow start is on.
+func (s *endpointSet) readmit(ep *endpoint, end int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.byAddr[ep.address] != ep || !ep.ejected.Load() || ep.ejectionEnd != end {
+		return // removed, or re-admitted already
+	}
+	now := mono()
+	s.readmitLocked(ep, now)
+	s.publishLocked(s.snap.Load().all, now)
+}
+
+// readmitLocked ends ep's ejection. The caller publishes a new snapshot.
+func (s *endpointSet) readmitLocked(ep *endpoint, now int64) {
+	ep.ejected.Store(false)
+	s.ejected--
+	ep.readmitted = now
+	s.startRampLocked(ep, now)
 }

@@ -8,7 +8,7 @@ import (
 
 // LeastRequest picks, of a few endpoints chosen at random (two by default,
 // see WithChoices), the one with the fewest requests in flight ("power of
-// two choices"), skipping ejected endpoints and breaking ties at random.
+// two choices") among those not ejected, breaking ties at random.
 // With no more endpoints than choices it compares them all. It ignores
 // weights.
 type LeastRequest struct {
@@ -37,21 +37,33 @@ func NewLeastRequest(endpoints []Endpoint, opts ...Option) *LeastRequest {
 // Pick returns the least loaded of the sampled endpoints. It takes no lock
 // and allocates nothing.
 func (lr *LeastRequest) Pick(context.Context) (string, func(error), error) {
-	eps := lr.set.snap.Load().eps
+	snap := lr.set.snap.Load()
+	if len(snap.healthy) == 0 {
+		return "", noDone, ErrNoEndpoints
+	}
+	for try := 1; ; try++ {
+		ep := lr.choose(snap.healthy)
+		if try == maxRampTries || lr.set.keep(snap, ep) {
+			return ep.pick()
+		}
+	}
+}
+
+// choose returns the least loaded of k distinct random endpoints of eps,
+// which is not empty.
+func (lr *LeastRequest) choose(eps []*endpoint) *endpoint {
 	n := len(eps)
 	k := lr.set.cfg.choices
 	switch {
-	case n == 0:
-		return "", noDone, ErrNoEndpoints
 	case n <= k:
-		return leastLoadedOfAll(eps).pick()
+		return leastLoadedOfAll(eps)
 	case k == 2: // the default, without the general loop
 		i := rand.IntN(n)
 		j := rand.IntN(n - 1)
 		if j >= i {
 			j++ // distinct from i
 		}
-		return lessLoaded(usable(eps, i), usable(eps, j)).pick()
+		return lessLoaded(eps[i], eps[j])
 	}
 	// Samples come in random order and a tie keeps the earlier one, so ties
 	// go to a sample chosen uniformly at random.
@@ -64,13 +76,13 @@ func (lr *LeastRequest) Pick(context.Context) (string, func(error), error) {
 		}
 		seen[c] = i
 		c++
-		if ep := usable(eps, i); best == nil {
-			best = ep
+		if best == nil {
+			best = eps[i]
 		} else {
-			best = lessLoaded(best, ep)
+			best = lessLoaded(best, eps[i])
 		}
 	}
-	return best.pick()
+	return best
 }
 
 // leastLoadedOfAll compares every endpoint and returns the least loaded one,
@@ -91,15 +103,9 @@ func leastLoadedOfAll(eps []*endpoint) *endpoint {
 	return best
 }
 
-// lessLoaded returns the less loaded of a and b: one that is not ejected
-// before one that is, then fewer requests in flight; a on a tie.
+// lessLoaded returns the one of a and b with fewer requests in flight; a on
+// a tie.
 func lessLoaded(a, b *endpoint) *endpoint {
-	if ae, be := a.ejected.Load(), b.ejected.Load(); ae != be {
-		if ae {
-			return b
-		}
-		return a
-	}
 	if b.inflight.Load() < a.inflight.Load() {
 		return b
 	}

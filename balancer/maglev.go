@@ -5,7 +5,6 @@ import (
 	"math/rand/v2"
 	"slices"
 	"strings"
-	"sync/atomic"
 )
 
 // DefaultMaglevTableSize is the lookup table size of NewMaglev for up to
@@ -16,11 +15,19 @@ const DefaultMaglevTableSize = 65537
 // Maglev is consistent hashing with Maglev's lookup table: requests with the
 // same key (set with WithKey) go to the same endpoint, every endpoint owns
 // an equal share of keys, and when the set changes few keys move. A request
-// without a key goes to a random endpoint. An ejected endpoint's keys go to
-// the next usable endpoint in address order. It ignores weights.
+// without a key goes to a random endpoint. An ejected endpoint's keys go
+// where a table built without it would send them, spread over the others,
+// while every other key stays where it is. It ignores weights and slow
+// start.
 type Maglev struct {
-	set   *endpointSet
-	table atomic.Pointer[maglevTable]
+	set *endpointSet
+}
+
+// maglevView is the table of one snapshot.
+type maglevView struct {
+	full    *maglevTable // over every endpoint; kept while the set is unchanged
+	owners  []*endpoint  // slot -> endpoint: full's owner, or, for a slot of an ejected endpoint, the owner in a table built without the ejected ones
+	healthy []*endpoint  // for requests without a key
 }
 
 // maglevTable is an immutable lookup table with the endpoints it indexes,
@@ -33,6 +40,7 @@ type maglevTable struct {
 // NewMaglev returns a consistent-hashing balancer.
 func NewMaglev(endpoints []Endpoint, opts ...Option) *Maglev {
 	m := &Maglev{set: newEndpointSet(opts)}
+	m.set.derive = deriveMaglev
 	m.Update(endpoints)
 	return m
 }
@@ -40,39 +48,69 @@ func NewMaglev(endpoints []Endpoint, opts ...Option) *Maglev {
 // Pick returns the endpoint owning the request's key. Reading the key and
 // hashing it takes no lock and allocates nothing.
 func (m *Maglev) Pick(ctx context.Context) (string, func(error), error) {
-	t := m.table.Load()
-	if len(t.eps) == 0 {
+	v, _ := m.set.snap.Load().view.(*maglevView)
+	if v == nil || len(v.healthy) == 0 {
 		return "", noDone, ErrNoEndpoints
 	}
 	key, ok := KeyFrom(ctx)
 	if !ok {
-		return usable(t.eps, rand.IntN(len(t.eps))).pick()
+		return v.healthy[rand.IntN(len(v.healthy))].pick()
 	}
-	slot := fnv1a(key) % uint64(len(t.slots))
-	return usable(t.eps, int(t.slots[slot])).pick()
+	return v.owners[fnv1a(key)%uint64(len(v.owners))].pick()
 }
 
 // Update replaces the endpoints and rebuilds the table before swapping it
 // in, so picks never wait for a rebuild.
-func (m *Maglev) Update(endpoints []Endpoint) {
-	snap := m.set.update(endpoints)
-	eps := slices.Clone(snap.eps)
-	slices.SortFunc(eps, func(a, b *endpoint) int { return strings.Compare(a.address, b.address) })
-	m.table.Store(buildMaglev(eps))
-}
+func (m *Maglev) Update(endpoints []Endpoint) { m.set.update(endpoints) }
 
 // States reports each endpoint's state.
 func (m *Maglev) States() []State { return m.set.states() }
 
+// deriveMaglev builds next's table: the full table (kept from prev if the
+// set did not change), with the slots of ejected endpoints taken from a
+// table built over the healthy ones.
+func deriveMaglev(prev, next *snapshot) {
+	if len(next.all) == 0 {
+		return
+	}
+	v := &maglevView{healthy: next.healthy}
+	if pv, ok := prev.view.(*maglevView); ok && sameEndpoints(prev.all, next.all) {
+		v.full = pv.full
+	} else {
+		v.full = buildMaglev(sortedByAddress(next.all), maglevSize(len(next.all)))
+	}
+	v.owners = make([]*endpoint, len(v.full.slots))
+	for slot, i := range v.full.slots {
+		v.owners[slot] = v.full.eps[i]
+	}
+	if len(next.healthy) < len(next.all) {
+		without := buildMaglev(sortedByAddress(next.healthy), len(v.owners)) // the same size, so slots match
+		for slot, ep := range v.owners {
+			if ep.ejected.Load() {
+				v.owners[slot] = without.eps[without.slots[slot]]
+			}
+		}
+	}
+	next.view = v
+}
+
+// sameEndpoints reports whether a and b hold the same endpoints in order.
+func sameEndpoints(a, b []*endpoint) bool {
+	return slices.Equal(a, b)
+}
+
+func sortedByAddress(eps []*endpoint) []*endpoint {
+	eps = slices.Clone(eps)
+	slices.SortFunc(eps, func(a, b *endpoint) int { return strings.Compare(a.address, b.address) })
+	return eps
+}
+
 // buildMaglev fills a table by letting each endpoint, in turn, claim the
 // next free slot of its own permutation of the slots (Maglev, NSDI 2016).
 // Permutations derive from the address alone, never from its position.
-func buildMaglev(eps []*endpoint) *maglevTable {
+func buildMaglev(eps []*endpoint, tableSize int) *maglevTable {
 	t := &maglevTable{eps: eps}
-	if len(eps) == 0 {
-		return t
-	}
-	size := uint64(maglevSize(len(eps)))
+	size := uint64(tableSize)
 	offset := make([]uint64, len(eps))
 	skip := make([]uint64, len(eps))
 	next := make([]uint64, len(eps))

@@ -4,13 +4,15 @@ import (
 	"context"
 	"math"
 	"math/rand/v2"
+	"sync"
 	"sync/atomic"
 	"time"
 )
 
-// WithDecay sets how fast NewPeakEWMA forgets latency: a sample's weight
-// falls by e every d (default 10 s). Other policies ignore it. Values of 0
-// or below keep the default.
+// WithDecay sets how fast NewPeakEWMA forgets latency: an estimate falls
+// by e every d while no higher sample arrives, and an endpoint without a
+// sample for d is treated as unmeasured (default 10 s). Other policies
+// ignore it. Values of 0 or below keep the default.
 func WithDecay(d time.Duration) Option {
 	return func(c *config) {
 		if d > 0 {
@@ -19,43 +21,47 @@ func WithDecay(d time.Duration) Option {
 	}
 }
 
-// WithDefaultLatency sets the latency NewPeakEWMA assumes for an endpoint it
-// has not measured yet (default 10 ms). Other policies ignore it. Values
-// below 0 keep the default.
+// WithDefaultLatency sets the latency NewPeakEWMA charges an unmeasured
+// endpoint while requests to it are in flight (default 1 s): high, so that
+// concurrent clients wait for a new endpoint's first answer rather than all
+// rushing to it. Set it above your slowest normal request. Other policies
+// ignore it. Values of 0 or below keep the default.
 func WithDefaultLatency(d time.Duration) Option {
 	return func(c *config) {
-		if d >= 0 {
+		if d > 0 {
 			c.defaultLatency = d
 		}
 	}
 }
 
-// latency is the peak-EWMA latency estimate of one endpoint. A sample above
-// the estimate replaces it at once (the peak); a lower one pulls it down
-// with a weight that grows with the time since the last sample.
+// latency is the peak-EWMA latency estimate of one endpoint: the estimate
+// as of the last sample, which decays towards zero by e every decay time
+// as it is read, and is raised at once by a higher sample. This is the
+// arithmetic of Finagle's and Linkerd's peak EWMA, whose reads decay the
+// estimate in place; here reads compute the decay without writing, so
+// picks do not contend on a cache line.
 type latency struct {
 	bits  atomic.Uint64 // float64 nanoseconds; 0 until the first sample
-	stamp atomic.Int64  // unix nanoseconds of the last sample
+	stamp atomic.Int64  // mono time of the last sample
 }
 
-func (l *latency) estimate(def time.Duration) float64 {
-	if v := math.Float64frombits(l.bits.Load()); v > 0 {
-		return v
+// decayed returns the estimate at now, or 0 if there is none: no sample
+// yet, or none for a whole decay time.
+func (l *latency) decayed(now int64, decay time.Duration) float64 {
+	v := math.Float64frombits(l.bits.Load())
+	age := now - l.stamp.Load()
+	if v == 0 || age >= int64(decay) {
+		return 0
 	}
-	return float64(def)
+	return v * expNeg(float64(max(age, 0))/float64(decay))
 }
 
+// observe records a request that took rtt, ending at now.
 func (l *latency) observe(rtt time.Duration, now int64, decay time.Duration) {
 	sample := max(float64(rtt), 1)
 	for {
 		oldBits := l.bits.Load()
-		old := math.Float64frombits(oldBits)
-		next := sample
-		if old > 0 && sample < old {
-			elapsed := float64(max(now-l.stamp.Load(), 0))
-			w := math.Exp(-elapsed / float64(decay))
-			next = old*w + sample*(1-w)
-		}
+		next := max(sample, l.decayed(now, decay))
 		if l.bits.CompareAndSwap(oldBits, math.Float64bits(next)) {
 			l.stamp.Store(now)
 			return
@@ -63,71 +69,125 @@ func (l *latency) observe(rtt time.Duration, now int64, decay time.Duration) {
 	}
 }
 
-// PeakEWMA picks, of two distinct random endpoints, the one with the lower
-// cost: its peak-EWMA latency times its requests in flight plus one, as
-// Finagle and Linkerd do. It steers load away from slow backends within a
-// few requests. Its done function measures the request from Pick, so each
-// pick allocates a small closure.
+// expNeg returns e^-x for x ≥ 0. Most reads are microseconds after the last
+// sample, against a decay of seconds, where 1 - x + x²/2 is exact to 1e-9
+// and costs a fraction of math.Exp.
+func expNeg(x float64) float64 {
+	if x < 1e-3 {
+		return 1 - x + x*x/2
+	}
+	return math.Exp(-x)
+}
+
+// PeakEWMA picks, of two distinct random endpoints that are not ejected,
+// the one with the lower cost, as Finagle and Linkerd do: its peak-EWMA
+// latency times its requests in flight plus one. It steers load away from
+// slow backends within a few requests. An endpoint it has not measured, or
+// has not heard from for a whole decay time (see WithDecay), costs nothing
+// while it has no request in flight, so new and recovered endpoints are
+// tried at once, and costs the default latency (see WithDefaultLatency)
+// times its requests in flight plus one while it has, so concurrent clients
+// do not all rush to it. Its done function times the request from Pick;
+// picks allocate nothing.
 type PeakEWMA struct {
-	set *endpointSet
+	set   *endpointSet
+	dones sync.Pool // of *timedDone
+}
+
+// timedDone is the done function of one PeakEWMA pick, reused through a
+// pool once it has been called.
+type timedDone struct {
+	p     *PeakEWMA
+	ep    *endpoint
+	start int64
+	fn    func(error) // d.finish, bound once
 }
 
 // NewPeakEWMA returns a latency-aware power-of-two-choices balancer. See
 // WithDecay and WithDefaultLatency.
 func NewPeakEWMA(endpoints []Endpoint, opts ...Option) *PeakEWMA {
 	p := &PeakEWMA{set: newEndpointSet(opts)}
+	p.dones.New = func() any {
+		d := &timedDone{p: p}
+		d.fn = d.finish
+		return d
+	}
 	p.Update(endpoints)
 	return p
 }
 
 // Pick returns the cheaper of two distinct random endpoints that are not
-// ejected.
+// ejected. The done function it returns must be called exactly once: it is
+// reused for a later pick after that.
 func (p *PeakEWMA) Pick(context.Context) (string, func(error), error) {
-	eps := p.set.snap.Load().eps
-	var ep *endpoint
-	switch n := len(eps); n {
-	case 0:
+	snap := p.set.snap.Load()
+	eps := snap.healthy
+	if len(eps) == 0 {
 		return "", noDone, ErrNoEndpoints
-	case 1:
-		ep = eps[0]
-	default:
-		i := rand.IntN(n)
-		j := rand.IntN(n - 1)
-		if j >= i {
-			j++
-		}
-		ep = p.cheaper(usable(eps, i), usable(eps, j))
 	}
-	addr, done, _ := ep.pick()
-	start := time.Now()
-	cfg := &p.set.cfg
-	return addr, func(err error) {
-		now := time.Now()
-		if err == nil {
-			ep.latency.observe(now.Sub(start), now.UnixNano(), cfg.decay)
+	now := mono()
+	var ep *endpoint
+	for try := 1; ; try++ {
+		if n := len(eps); n == 1 {
+			ep = eps[0]
+		} else {
+			i := rand.IntN(n)
+			j := rand.IntN(n - 1)
+			if j >= i {
+				j++
+			}
+			ep = p.cheaper(eps[i], eps[j], now)
 		}
-		done(err)
-	}, nil
+		if try == maxRampTries || p.set.keep(snap, ep) {
+			break
+		}
+	}
+	addr, _, _ := ep.pick()
+	d := p.dones.Get().(*timedDone)
+	d.ep, d.start = ep, now
+	return addr, d.fn, nil
 }
 
-func (p *PeakEWMA) cheaper(a, b *endpoint) *endpoint {
-	if a.ejected.Load() != b.ejected.Load() {
-		if a.ejected.Load() {
-			return b
-		}
-		return a
+// finish ends the request: it records the latency of a success, returns d
+// to the pool, and reports the outcome to the endpoint.
+func (d *timedDone) finish(err error) {
+	ep, start, p := d.ep, d.start, d.p
+	d.ep = nil
+	p.dones.Put(d)
+	if err == nil {
+		now := mono()
+		ep.latency.observe(time.Duration(now-start), now, p.set.cfg.decay)
 	}
-	def := p.set.cfg.defaultLatency
-	costA := a.latency.estimate(def) * float64(a.inflight.Load()+1)
-	costB := b.latency.estimate(def) * float64(b.inflight.Load()+1)
-	if costB < costA {
+	ep.finish(err)
+}
+
+// cheaper returns the one of a and b with the lower cost at now; a on a tie.
+func (p *PeakEWMA) cheaper(a, b *endpoint, now int64) *endpoint {
+	if p.cost(b, now) < p.cost(a, now) {
 		return b
 	}
 	return a
 }
 
+// cost is ep's latency estimate times its requests in flight plus one. An
+// endpoint without an estimate costs 0 while idle and the default latency
+// per request while busy.
+func (p *PeakEWMA) cost(ep *endpoint, now int64) float64 {
+	c := &p.set.cfg
+	pending := float64(ep.inflight.Load())
+	v := ep.latency.decayed(now, c.decay)
+	if v == 0 {
+		if pending == 0 {
+			return 0
+		}
+		v = float64(c.defaultLatency)
+	}
+	return v * (pending + 1)
+}
+
 // Update replaces the endpoints; latency estimates of kept addresses stay.
 func (p *PeakEWMA) Update(endpoints []Endpoint) { p.set.update(endpoints) }
 
-// States reports each endpoint's state, with its latency estimate.
+// States reports each endpoint's state, with its latency estimate as of its
+// last sample.
 func (p *PeakEWMA) States() []State { return p.set.states() }

@@ -21,11 +21,17 @@ func NewRandom(endpoints []Endpoint, opts ...Option) *Random {
 // Pick returns a random endpoint that is not ejected. It takes no lock and
 // allocates nothing.
 func (r *Random) Pick(context.Context) (string, func(error), error) {
-	eps := r.set.snap.Load().eps
+	snap := r.set.snap.Load()
+	eps := snap.healthy
 	if len(eps) == 0 {
 		return "", noDone, ErrNoEndpoints
 	}
-	return usable(eps, rand.IntN(len(eps))).pick()
+	for try := 1; ; try++ {
+		ep := eps[rand.IntN(len(eps))]
+		if try == maxRampTries || r.set.keep(snap, ep) {
+			return ep.pick()
+		}
+	}
 }
 
 // Update replaces the endpoints.

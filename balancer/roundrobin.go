@@ -6,7 +6,8 @@ import (
 	"sync/atomic"
 )
 
-// RoundRobin picks endpoints in turn, skipping ejected ones. It ignores
+// RoundRobin picks the endpoints that are not ejected in turn, so an
+// ejected endpoint's share is spread evenly over the others. It ignores
 // weights.
 type RoundRobin struct {
 	set  *endpointSet
@@ -26,12 +27,18 @@ func NewRoundRobin(endpoints []Endpoint, opts ...Option) *RoundRobin {
 // Pick returns the next endpoint in turn that is not ejected. It takes no
 // lock and allocates nothing.
 func (rr *RoundRobin) Pick(context.Context) (string, func(error), error) {
-	eps := rr.set.snap.Load().eps
+	snap := rr.set.snap.Load()
+	eps := snap.healthy
 	if len(eps) == 0 {
 		return "", noDone, ErrNoEndpoints
 	}
-	i := rr.next.Add(1) - 1
-	return usable(eps, int(i%uint64(len(eps)))).pick()
+	for try := 1; ; try++ {
+		i := rr.next.Add(1) - 1
+		ep := eps[i%uint64(len(eps))]
+		if try == maxRampTries || rr.set.keep(snap, ep) {
+			return ep.pick()
+		}
+	}
 }
 
 // Update replaces the endpoints and restarts the turn at a random one.
