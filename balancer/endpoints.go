@@ -109,14 +109,6 @@ func (s *endpointSet) publishLocked(all []*endpoint, now int64) {
 	s.snap.Store(next)
 }
 
-// republish rebuilds the snapshot from the current endpoints, for a change
-// of their state rather than of the set.
-func (s *endpointSet) republish() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.publishLocked(s.snap.Load().all, mono())
-}
-
 // states reports every endpoint's state, in the order of the last Update.
 func (s *endpointSet) states() []State {
 	eps := s.snap.Load().all
