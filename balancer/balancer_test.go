@@ -124,6 +124,7 @@ func TestPicksAllocateNothing(t *testing.T) {
 		"Random":             balancer.NewRandom(endpoints(10)),
 		"LeastRequest":       balancer.NewLeastRequest(endpoints(10)),
 		"WeightedRoundRobin": balancer.NewWeightedRoundRobin(endpoints(10)),
+		"PeakEWMA":           balancer.NewPeakEWMA(endpoints(10)),
 	} {
 		allocs := testing.AllocsPerRun(1000, func() {
 			_, done, _ := b.Pick(ctx)

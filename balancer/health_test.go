@@ -3,6 +3,7 @@ package balancer_test
 import (
 	"context"
 	"errors"
+	"runtime"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -206,4 +207,82 @@ func TestStatesDoesNotRaceWithUpdate(t *testing.T) {
 		}
 	})
 	wg.Wait()
+}
+
+// Regression: an ejected endpoint's share went to the endpoint after it, so
+// with five endpoints and one ejected, round robin and random gave that
+// neighbour 40% instead of 25%, and WRR 5:1:1 with the heavy one ejected
+// gave 6,000 of 7,000 picks to one endpoint.
+func TestEjectedShareIsSpreadOverTheHealthyEndpointsByWeight(t *testing.T) {
+	eject := balancer.WithEjection(1, time.Hour, time.Hour)
+	weighted := []balancer.Endpoint{{Address: "a:1", Weight: 5}, {Address: "b:1", Weight: 1}, {Address: "c:1", Weight: 1}}
+	wrr := []balancer.Endpoint{{Address: "a:1", Weight: 4}, {Address: "b:1", Weight: 2}, {Address: "c:1", Weight: 1}, {Address: "d:1", Weight: 1}}
+	for _, tt := range []struct {
+		name    string
+		b       balancer.Balancer
+		ejected string
+		fair    map[string]float64 // share of each healthy endpoint
+	}{
+		{"RoundRobin", balancer.NewRoundRobin(endpoints(5), eject), "10.0.0.2:80", evenly(endpoints(5), "10.0.0.2:80")},
+		{"Random", balancer.NewRandom(endpoints(5), eject), "10.0.0.2:80", evenly(endpoints(5), "10.0.0.2:80")},
+		{"LeastRequest", balancer.NewLeastRequest(endpoints(5), eject), "10.0.0.2:80", evenly(endpoints(5), "10.0.0.2:80")},
+		{"WeightedRoundRobin/Uniform", balancer.NewWeightedRoundRobin(endpoints(5), eject), "10.0.0.2:80", evenly(endpoints(5), "10.0.0.2:80")},
+		{"WeightedRoundRobin/HeavyEjected", balancer.NewWeightedRoundRobin(weighted, eject), "a:1", map[string]float64{"b:1": 0.5, "c:1": 0.5}},
+		{"WeightedRoundRobin/ByWeight", balancer.NewWeightedRoundRobin(wrr, eject), "b:1", map[string]float64{"a:1": 4.0 / 6, "c:1": 1.0 / 6, "d:1": 1.0 / 6}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			fail(t, tt.b, tt.ejected, 1)
+			require.True(t, state(tt.b.(interface{ States() []balancer.State }).States(), tt.ejected).Ejected)
+			const n = 12000
+			counts := picks(t, tt.b, n)
+			assert.Zero(t, counts[tt.ejected])
+			for addr, fair := range tt.fair {
+				share := float64(counts[addr]) / n
+				assert.LessOrEqual(t, share, 1.25*fair, "%s: share %.3f, fair %.3f (%v)", addr, share, fair, counts)
+				assert.GreaterOrEqual(t, share, 0.75*fair, "%s: share %.3f, fair %.3f (%v)", addr, share, fair, counts)
+			}
+		})
+	}
+}
+
+// evenly returns an equal share for each endpoint but the ejected one.
+func evenly(eps []balancer.Endpoint, ejected string) map[string]float64 {
+	out := map[string]float64{}
+	for _, ep := range eps {
+		if ep.Address != ejected {
+			out[ep.Address] = 1 / float64(len(eps)-1)
+		}
+	}
+	return out
+}
+
+// Regression: an ejection's timer held the balancer for as long as the
+// ejection lasted (up to 300 s by default), and outlier detection's timer
+// would hold it for ever.
+func TestDroppedBalancerCanBeCollected(t *testing.T) {
+	collected := make(chan string, 2)
+	func() {
+		rr := balancer.NewRoundRobin(endpoints(4), balancer.WithEjection(1, time.Hour, time.Hour))
+		fail(t, rr, "10.0.0.1:80", 1)
+		require.True(t, state(rr.States(), "10.0.0.1:80").Ejected)
+		runtime.AddCleanup(rr, func(name string) { collected <- name }, "ejection")
+
+		od := balancer.NewLeastRequest(endpoints(4), balancer.WithOutlierDetection(balancer.OutlierDetection{
+			Interval:    time.Hour,
+			SuccessRate: &balancer.SuccessRateEjection{},
+		}))
+		picks(t, od, 10)
+		runtime.AddCleanup(od, func(name string) { collected <- name }, "outlier detection")
+	}()
+	got := map[string]bool{}
+	deadline := time.Now().Add(10 * time.Second)
+	for len(got) < 2 && time.Now().Before(deadline) {
+		runtime.GC()
+		select {
+		case name := <-collected:
+			got[name] = true
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	assert.Equal(t, map[string]bool{"ejection": true, "outlier detection": true}, got, "both balancers collected")
 }

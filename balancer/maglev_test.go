@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -134,4 +135,50 @@ func TestMaglevPickAllocatesNothing(t *testing.T) {
 		_, done, _ := m.Pick(ctx)
 		done(nil)
 	}))
+}
+
+// Regression: an ejected endpoint's keys all went to one neighbour, which
+// went from 20% to 40% of keys.
+func TestMaglevSpreadsAnEjectedEndpointsKeysAsATableWithoutItWould(t *testing.T) {
+	eps := endpoints(5)
+	ejected := eps[2].Address
+	m := balancer.NewMaglev(eps, balancer.WithEjection(1, time.Hour, time.Hour))
+	var rest []balancer.Endpoint
+	for _, ep := range eps {
+		if ep.Address != ejected {
+			rest = append(rest, ep)
+		}
+	}
+	without := balancer.NewMaglev(rest)
+
+	const keys = 20000
+	before := make([]string, keys)
+	for i := range keys {
+		before[i] = ownerOf(t, m, fmt.Sprint("k", i))
+	}
+	for i := 0; !state(m.States(), ejected).Ejected; i++ {
+		key := fmt.Sprint("k", i)
+		_, done, err := m.Pick(balancer.WithKey(context.Background(), key))
+		require.NoError(t, err)
+		if before[i] == ejected {
+			done(errRequest)
+		} else {
+			done(balancer.ErrPickNotUsed)
+		}
+	}
+
+	counts := map[string]int{}
+	for i := range keys {
+		key := fmt.Sprint("k", i)
+		after := ownerOf(t, m, key)
+		counts[after]++
+		if before[i] == ejected {
+			assert.Equal(t, ownerOf(t, without, key), after, "key %s goes where a table without %s sends it", key, ejected)
+		} else {
+			assert.Equal(t, before[i], after, "key %s of a healthy endpoint stays", key)
+		}
+	}
+	for addr, n := range counts {
+		assert.LessOrEqual(t, float64(n)/keys, 1.25*0.25, "%s has %d of %d keys", addr, n, keys)
+	}
 }

@@ -2,9 +2,11 @@ package balancer_test
 
 import (
 	"context"
+	"math"
 	"slices"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/stretchr/testify/assert"
@@ -90,4 +92,148 @@ func TestPeakEWMAFollowsAPeakAtOnceAndDecaysAfter(t *testing.T) {
 	time.Sleep(200 * time.Millisecond) // four decay periods
 	pick(0)
 	assert.Less(t, pe.States()[0].LatencyEWMA, peak/4, "a fast sample after a quiet spell pulls the estimate down")
+}
+
+// request picks from pe, holds the request for the latency latencyOf gives
+// its address (sleeping: inside a synctest bubble this advances the fake
+// clock), and ends it with success.
+func request(t *testing.T, pe *balancer.PeakEWMA, latencyOf func(addr string) time.Duration) string {
+	t.Helper()
+	addr, done, err := pe.Pick(context.Background())
+	require.NoError(t, err)
+	time.Sleep(latencyOf(addr))
+	done(nil)
+	return addr
+}
+
+func constant(d time.Duration) func(string) time.Duration {
+	return func(string) time.Duration { return d }
+}
+
+// Regression: with requests that finish at once, one of three endpoints got
+// 0 of 300 picks: an unmeasured endpoint cost the default latency for ever.
+func TestPeakEWMAGivesEveryEndpointTrafficWhenRequestsFinishAtOnce(t *testing.T) {
+	for range 20 {
+		counts := picks(t, balancer.NewPeakEWMA(endpoints(3)), 300)
+		assert.Len(t, counts, 3, "every endpoint is picked: %v", counts)
+	}
+}
+
+// Regression: an endpoint added by Update got 0 of 100,000 picks.
+func TestPeakEWMATriesAnEndpointAddedByUpdate(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		pe := balancer.NewPeakEWMA(endpoints(3))
+		for range 300 {
+			request(t, pe, constant(time.Millisecond))
+		}
+		pe.Update(endpoints(4))
+		added := 0
+		for range 100 {
+			if request(t, pe, constant(time.Millisecond)) == "10.0.0.3:80" {
+				added++
+			}
+		}
+		assert.Greater(t, added, 10, "the new endpoint is tried, then shares the load")
+	})
+}
+
+// An endpoint with no measurement attracts the next request only while no
+// request to it is in flight: concurrent clients do not all rush to a new
+// endpoint before its first answer.
+func TestPeakEWMADoesNotStampedeANewEndpoint(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		pe := balancer.NewPeakEWMA(endpoints(3))
+		for range 300 {
+			request(t, pe, constant(time.Millisecond))
+		}
+		pe.Update(endpoints(4))
+		var dones []func(error)
+		added := 0
+		for range 40 { // 40 requests in flight at once
+			addr, done, err := pe.Pick(context.Background())
+			require.NoError(t, err)
+			dones = append(dones, done)
+			if addr == "10.0.0.3:80" {
+				added++
+			}
+		}
+		assert.Equal(t, 1, added, "one request tries the new endpoint; the others wait for its answer")
+		for _, done := range dones {
+			done(nil)
+		}
+	})
+}
+
+// Regression: a backend that was slow for a while and then fast again got 0
+// of 4,482 picks over the next 5 s with one client: its estimate never
+// decayed without a new sample, and it never got one.
+func TestPeakEWMARecoveredBackendRegainsHalfItsShareWithinTwoDecayTimes(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const decay = time.Second
+		pe := balancer.NewPeakEWMA(endpoints(3), balancer.WithDecay(decay))
+		flaky := "10.0.0.1:80"
+		slow := true
+		latency := func(addr string) time.Duration {
+			if addr == flaky && slow {
+				return 20 * time.Millisecond
+			}
+			return time.Millisecond
+		}
+		for start := time.Now(); time.Since(start) < time.Second; {
+			request(t, pe, latency)
+		}
+		slow = false
+		recovered := time.Now()
+		n, got := 0, 0
+		for time.Since(recovered) < 2*decay {
+			addr := request(t, pe, latency)
+			if time.Since(recovered) >= decay {
+				n++
+				if addr == flaky {
+					got++
+				}
+			}
+		}
+		share := float64(got) / float64(n)
+		t.Logf("the recovered backend's share in the second decay time: %.3f (%d of %d)", share, got, n)
+		assert.GreaterOrEqual(t, share, 0.5/3, "at least half its fair share")
+	})
+}
+
+// The estimate decays when it is read, not only when a sample arrives: an
+// endpoint measured at 4 ms becomes cheaper than one measured at 2 ms again
+// and again once 4 ms × e^(-t/decay) < 2 ms, at t = ln 2 × decay.
+func TestPeakEWMAEstimateDecaysWhenRead(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const decay = time.Second
+		pe := balancer.NewPeakEWMA([]balancer.Endpoint{{Address: "a"}, {Address: "b"}}, balancer.WithDecay(decay))
+		latency := func(addr string) time.Duration {
+			if addr == "a" {
+				return 4 * time.Millisecond
+			}
+			return 2 * time.Millisecond
+		}
+		var measuredA time.Time
+		for len(measured(pe)) < 2 {
+			if request(t, pe, latency) == "a" {
+				measuredA = time.Now()
+			}
+		}
+		for request(t, pe, latency) == "b" { // b stays fresh while a's estimate ages
+			require.Less(t, time.Since(measuredA), decay, "a is never picked again")
+		}
+		assert.InDelta(t, math.Ln2*float64(decay), float64(time.Since(measuredA)), float64(10*time.Millisecond),
+			"a is picked again once its estimate has decayed below b's")
+	})
+}
+
+// measured returns the addresses with a latency estimate.
+func measured(pe *balancer.PeakEWMA) []string {
+	var out []string
+	for _, s := range pe.States() {
+		if s.LatencyEWMA > 0 {
+			out = append(out, s.Address)
+		}
+	}
+	return out
 }

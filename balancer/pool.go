@@ -68,8 +68,9 @@ func NewPool(p *connpool.Pool, b Balancer, opts ...PoolOption) *Pool {
 // Get picks an address and returns a conn to it. If the dial fails, the
 // failure is reported to the balancer and Get picks again, skipping
 // addresses that already failed in this call, up to the attempt limit. The
-// conn is a *Conn, which wraps a *connpool.Conn: Close reports success and
-// Release failure to the balancer.
+// conn is a *Conn, which wraps a *connpool.Conn: Close reports success,
+// CloseWithError the outcome it is given, and Release failure to the
+// balancer.
 //
 // Only a failure of the backend counts against it: a failed dial (see
 // backendFault). Errors of the client's own making, such as a closed pool,
@@ -192,12 +193,21 @@ type Conn struct {
 // Close returns the conn to the pool and reports success to the balancer.
 // A conn to an address that left the set meanwhile (a Get that picked just
 // before an Update) is closed rather than pooled.
-func (c *Conn) Close() error {
+func (c *Conn) Close() error { return c.CloseWithError(nil) }
+
+// CloseWithError returns the conn to the pool, as Close does, and reports
+// outcome to the balancer: nil for a success, an error wrapping
+// ErrPickNotUsed for neither, and any other error for a failure of the
+// backend. Use it when a request failed but left the conn clean, such as a
+// protocol-level error reply, so that the balancer learns of the failure
+// without the pool losing the conn. A conn the request left in an unknown
+// state must be released with Release instead.
+func (c *Conn) CloseWithError(outcome error) error {
 	err := c.Conn.Close()
 	if c.ended.CompareAndSwap(false, true) {
-		c.done(nil)
+		c.done(outcome)
 		if addr := c.Address(); !c.bp.inSet(addr) {
-			_ = c.bp.p.Drain(addr) // its close error goes nowhere; the request succeeded
+			_ = c.bp.p.Drain(addr) // its close error goes nowhere; the caller has its outcome
 		}
 	}
 	return err

@@ -3,6 +3,7 @@ package balancer_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -428,4 +429,52 @@ func TestPanickingDialDoesNotLeaveAPickInFlight(t *testing.T) {
 	st := lr.States()[0]
 	assert.Zero(t, st.InFlight, "the pick was ended")
 	assert.Zero(t, st.ConsecutiveFailures, "a panicking dial function is the client's fault")
+}
+
+// A request that failed at the application level (an error reply on a
+// clean conn) reports a failure to the balancer and keeps the conn pooled.
+func TestCloseWithErrorReportsAFailureAndKeepsTheConn(t *testing.T) {
+	srv := testnet.StartEcho(t)
+	p := newConnPool(t)
+	rr := balancer.NewRoundRobin(nil, balancer.WithEjection(2, time.Hour, time.Hour), balancer.WithMaxEjectedShare(1))
+	bp := balancer.NewPool(p, rr)
+	bp.Update([]balancer.Endpoint{{Address: srv.Addr()}})
+
+	c, err := bp.Get(context.Background())
+	require.NoError(t, err)
+	require.NoError(t, c.(*balancer.Conn).CloseWithError(errRequest))
+	assert.EqualValues(t, 1, state(rr.States(), srv.Addr()).ConsecutiveFailures, "the failure is reported")
+	assert.EqualValues(t, 1, destination(p, srv.Addr()).Idle, "the conn went back to the pool")
+
+	c, err = bp.Get(context.Background())
+	require.NoError(t, err)
+	assert.True(t, c.(*balancer.Conn).Reused(), "the same conn is handed out again")
+	require.NoError(t, c.(*balancer.Conn).CloseWithError(fmt.Errorf("lookup only: %w", balancer.ErrPickNotUsed)))
+	assert.EqualValues(t, 1, state(rr.States(), srv.Addr()).ConsecutiveFailures, "a pick not used counts as neither")
+
+	c, err = bp.Get(context.Background())
+	require.NoError(t, err)
+	require.NoError(t, c.(*balancer.Conn).CloseWithError(errRequest))
+	assert.True(t, state(rr.States(), srv.Addr()).Ejected, "two failures eject it")
+	assert.EqualValues(t, 1, destination(p, srv.Addr()).Idle)
+}
+
+// Regression: end to end over three loopback servers, PeakEWMA never sent
+// one of them a connection.
+func TestPeakEWMAPoolReachesEveryBackend(t *testing.T) {
+	srvs, eps := startBackends(t, 3)
+	p := newConnPool(t)
+	bp := balancer.NewPool(p, balancer.NewPeakEWMA(eps))
+	for range 300 {
+		c, err := bp.Get(context.Background())
+		require.NoError(t, err)
+		_, err = c.Write([]byte("x\n"))
+		require.NoError(t, err)
+		_, err = io.ReadFull(c, make([]byte, 2))
+		require.NoError(t, err)
+		require.NoError(t, c.Close())
+	}
+	for _, srv := range srvs {
+		assert.Positive(t, destination(p, srv.Addr()).Dials, "%s got a connection", srv.Addr())
+	}
 }
