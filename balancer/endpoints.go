@@ -135,3 +135,10 @@ var epoch = time.Now()
 // mono returns the monotonic clock in nanoseconds. It costs about half of
 // time.Now, which also reads the wall clock.
 func mono() int64 { return int64(time.Since(epoch)) }
+
+// ejectedCount returns how many endpoints are ejected.
+func (s *endpointSet) ejectedCount() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.ejected
+}

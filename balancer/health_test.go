@@ -3,7 +3,6 @@ package balancer_test
 import (
 	"context"
 	"errors"
-	"runtime"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -254,35 +253,4 @@ func evenly(eps []balancer.Endpoint, ejected string) map[string]float64 {
 		}
 	}
 	return out
-}
-
-// Regression: an ejection's timer held the balancer for as long as the
-// ejection lasted (up to 300 s by default), and outlier detection's timer
-// would hold it for ever.
-func TestDroppedBalancerCanBeCollected(t *testing.T) {
-	collected := make(chan string, 2)
-	func() {
-		rr := balancer.NewRoundRobin(endpoints(4), balancer.WithEjection(1, time.Hour, time.Hour))
-		fail(t, rr, "10.0.0.1:80", 1)
-		require.True(t, state(rr.States(), "10.0.0.1:80").Ejected)
-		runtime.AddCleanup(rr, func(name string) { collected <- name }, "ejection")
-
-		od := balancer.NewLeastRequest(endpoints(4), balancer.WithOutlierDetection(balancer.OutlierDetection{
-			Interval:    time.Hour,
-			SuccessRate: &balancer.SuccessRateEjection{},
-		}))
-		picks(t, od, 10)
-		runtime.AddCleanup(od, func(name string) { collected <- name }, "outlier detection")
-	}()
-	got := map[string]bool{}
-	deadline := time.Now().Add(10 * time.Second)
-	for len(got) < 2 && time.Now().Before(deadline) {
-		runtime.GC()
-		select {
-		case name := <-collected:
-			got[name] = true
-		case <-time.After(10 * time.Millisecond):
-		}
-	}
-	assert.Equal(t, map[string]bool{"ejection": true, "outlier detection": true}, got, "both balancers collected")
 }
