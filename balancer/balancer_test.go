@@ -145,16 +145,10 @@ func TestKeyTravelsInTheContext(t *testing.T) {
 // BenchmarkPick measures Pick plus done at several endpoint counts.
 func BenchmarkPick(b *testing.B) {
 	ctx := context.Background()
-	for _, policy := range []struct {
-		name string
-		make func([]balancer.Endpoint) balancer.Balancer
-	}{
-		{"RoundRobin", func(eps []balancer.Endpoint) balancer.Balancer { return balancer.NewRoundRobin(eps) }},
-		{"Random", func(eps []balancer.Endpoint) balancer.Balancer { return balancer.NewRandom(eps) }},
-		{"LeastRequest", func(eps []balancer.Endpoint) balancer.Balancer { return balancer.NewLeastRequest(eps) }},
-		{"WeightedRoundRobin", func(eps []balancer.Endpoint) balancer.Balancer { return balancer.NewWeightedRoundRobin(eps) }},
-		{"PeakEWMA", func(eps []balancer.Endpoint) balancer.Balancer { return balancer.NewPeakEWMA(eps) }},
-	} {
+	for _, policy := range policies {
+		if policy.name == "Maglev" {
+			continue // BenchmarkMaglevPick, with keys
+		}
 		for _, n := range []int{10, 100, 1000} {
 			bal := policy.make(endpoints(n))
 			name := fmt.Sprintf("%s/Endpoints=%d", policy.name, n)
