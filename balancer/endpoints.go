@@ -23,8 +23,7 @@ type endpointSet struct {
 
 	mu      sync.Mutex // protects the fields below and serialises every store to snap
 	byAddr  map[string]*endpoint
-	ejected int  // endpoints of byAddr that are ejected
-	updated bool // the first Update is done: endpoints added later start slowly
+	ejected int // endpoints of byAddr that are ejected
 }
 
 // snapshot is an immutable view of the endpoints for picks.
@@ -59,11 +58,12 @@ func (s *endpointSet) update(endpoints []Endpoint) {
 	next := make(map[string]*endpoint, len(eps))
 	all := make([]*endpoint, len(eps))
 	now := mono()
+	joining := len(s.byAddr) > 0 // endpoints added to a set in use start slowly
 	for i, e := range eps {
 		ep := s.byAddr[e.Address]
 		if ep == nil {
 			ep = newEndpoint(s, e.Address)
-			if s.updated {
+			if joining {
 				s.startRampLocked(ep, now)
 			}
 		}
@@ -77,7 +77,6 @@ func (s *endpointSet) update(endpoints []Endpoint) {
 		}
 	}
 	s.byAddr = next
-	s.updated = true
 	s.publishLocked(all, now)
 }
 

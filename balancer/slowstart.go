@@ -17,9 +17,9 @@ type slowStartConfig struct {
 // maxRampTries bounds the picks one request makes while endpoints ramp up.
 const maxRampTries = 4
 
-// WithSlowStart ramps up the traffic of an endpoint added by Update (not
-// one given to the constructor or the first Update) or re-admitted after an
-// ejection, as Envoy's slow_start_config does: for window, its weight is
+// WithSlowStart ramps up the traffic of an endpoint added by Update to a
+// set that had endpoints (not the first endpoints a balancer gets) or
+// re-admitted after an ejection, as Envoy's slow_start_config does: for window, its weight is
 // multiplied by max(minPercent/100, (elapsed/window)^(1/aggression)), so a
 // backend with cold caches or a JIT still warming is not flooded. An
 // aggression of 1 ramps linearly; above 1 it ramps faster at first.
