@@ -17,7 +17,7 @@ import (
 type OutlierDetection struct {
 	// Interval is how often outcomes are judged, and how often an
 	// endpoint's ejection multiplier goes down by one while it is in
-	// rotation. Default (0 or below): 10 s.
+	// rotation. Default (0 or below): 10 s; below 1 ms means 1 ms.
 	Interval time.Duration
 	// SuccessRate, if set, ejects endpoints whose success rate is far
 	// below the mean of their peers'.
@@ -76,6 +76,7 @@ func WithOutlierDetection(od OutlierDetection) Option {
 		if o.interval <= 0 {
 			o.interval = 10 * time.Second
 		}
+		o.interval = max(o.interval, time.Millisecond)
 		if sr := od.SuccessRate; sr != nil {
 			v := *sr
 			v.StdevFactor = orDefault(v.StdevFactor, 1.9)
@@ -144,21 +145,22 @@ func (c *callCounts) record(ok bool) {
 
 // startOutlierDetection judges outcomes every interval, for as long as the
 // set is in use: the timer holds it weakly, so a dropped balancer can be
-// collected and its timer then stops.
+// collected, and its timer then stops. Each tick arms the next with a new
+// timer, so no timer variable is shared with the goroutine that runs it.
 func (s *endpointSet) startOutlierDetection() {
 	if !s.cfg.outlier.enabled() {
 		return
 	}
 	wp := weak.Make(s)
-	var t *time.Timer
-	t = time.AfterFunc(s.cfg.outlier.interval, func() {
-		s := wp.Value()
-		if s == nil {
-			return
+	interval := s.cfg.outlier.interval
+	var tick func()
+	tick = func() {
+		if s := wp.Value(); s != nil {
+			s.detectOutliers(mono())
+			time.AfterFunc(interval, tick)
 		}
-		s.detectOutliers(mono())
-		t.Reset(s.cfg.outlier.interval)
-	})
+	}
+	time.AfterFunc(interval, tick)
 }
 
 // hostCalls is one endpoint's outcomes over an interval.
