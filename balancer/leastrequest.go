@@ -58,11 +58,7 @@ func (lr *LeastRequest) choose(eps []*endpoint) *endpoint {
 	case n <= k:
 		return leastLoadedOfAll(eps)
 	case k == 2: // the default, without the general loop
-		i := rand.IntN(n)
-		j := rand.IntN(n - 1)
-		if j >= i {
-			j++ // distinct from i
-		}
+		i, j := twoDistinct(n)
 		return lessLoaded(eps[i], eps[j])
 	}
 	// Samples come in random order and a tie keeps the earlier one, so ties
@@ -117,3 +113,17 @@ func (lr *LeastRequest) Update(endpoints []Endpoint) { lr.set.update(endpoints) 
 
 // States reports each endpoint's state.
 func (lr *LeastRequest) States() []State { return lr.set.states() }
+
+// twoDistinct returns two distinct random indexes below n, which is at
+// least 2, from one random number: each half scaled to its range
+// (Lemire's multiply-shift, whose bias of at most n/2³² does not matter
+// here).
+func twoDistinct(n int) (i, j int) {
+	r := rand.Uint64()
+	i = int((r >> 32) * uint64(n) >> 32)
+	j = int((r & 0xffffffff) * uint64(n-1) >> 32)
+	if j >= i {
+		j++
+	}
+	return i, j
+}

@@ -3,7 +3,6 @@ package balancer
 import (
 	"context"
 	"math"
-	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -131,11 +130,7 @@ func (p *PeakEWMA) Pick(context.Context) (string, func(error), error) {
 		if n := len(eps); n == 1 {
 			ep = eps[0]
 		} else {
-			i := rand.IntN(n)
-			j := rand.IntN(n - 1)
-			if j >= i {
-				j++
-			}
+			i, j := twoDistinct(n)
 			ep = p.cheaper(eps[i], eps[j], now)
 		}
 		if try == maxRampTries || p.set.keep(snap, ep) {
