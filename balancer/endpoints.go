@@ -131,9 +131,14 @@ func (s *endpointSet) states() []State {
 // epoch is the origin of mono.
 var epoch = time.Now()
 
-// mono returns the monotonic clock in nanoseconds. It costs about half of
-// time.Now, which also reads the wall clock.
-func mono() int64 { return int64(time.Since(epoch)) }
+// monoOffset keeps mono positive, so that 0 can mean "never", even where
+// time.Since(epoch) is negative: in a testing/synctest bubble the clock
+// starts in 2000, with no monotonic reading. It leaves 146 years.
+const monoOffset = 1 << 62
+
+// mono returns the monotonic clock in nanoseconds, always positive. It
+// costs about half of time.Now, which also reads the wall clock.
+func mono() int64 { return int64(time.Since(epoch)) + monoOffset }
 
 // ejectedCount returns how many endpoints are ejected.
 func (s *endpointSet) ejectedCount() int {

@@ -44,10 +44,11 @@ type SuccessRateEjection struct {
 	// RequestVolume: default 100 requests in the interval.
 	RequestVolume int
 	// MinimumGap, in percentage points, guards against noise: when every
-	// endpoint fails about as often (1% each, say), one of them is below
-	// mean − 1.9 × stdev by chance in about four intervals of ten, and the
-	// rule alone would eject it. Requiring the rate to be also this far
-	// below the mean ejects only real outliers. Default 5; negative
+	// endpoint fails about as often (1% each, say), one of them falls
+	// below mean − 1.9 × stdev by chance now and then (in about 6% of
+	// intervals with five endpoints of 200 requests each), and the rule
+	// alone ejects a healthy backend. Requiring the rate to be also this
+	// far below the mean ejects only real outliers. Default 5; negative
 	// means 0 (the rule as gRPC and Envoy write it).
 	MinimumGap float64
 }
