@@ -2,6 +2,7 @@ package balancer
 
 import (
 	"math"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -77,7 +78,23 @@ func (s *endpointSet) update(endpoints []Endpoint) {
 		}
 	}
 	s.byAddr = next
+	s.fitEjectionsLocked(now)
 	s.publishLocked(all, now)
+}
+
+// fitEjectionsLocked re-admits ejected endpoints, those whose ejection ends
+// soonest first, until the ejected share is within the cap again after an
+// Update made the set smaller. s.mu must be held.
+func (s *endpointSet) fitEjectionsLocked(now int64) {
+	for float64(s.ejected) > s.cfg.maxShare*float64(len(s.byAddr)) {
+		var soonest *endpoint
+		for _, ep := range s.byAddr {
+			if ep.ejected.Load() && (soonest == nil || ep.ejectionEnd < soonest.ejectionEnd) {
+				soonest = ep
+			}
+		}
+		s.readmitLocked(soonest, now)
+	}
 }
 
 // publishLocked stores a new snapshot over all, with healthy, view and
@@ -102,7 +119,11 @@ func (s *endpointSet) publishLocked(all []*endpoint, now int64) {
 			next.rampUntil = max(next.rampUntil, end)
 		}
 	}
-	if s.derive != nil {
+	switch {
+	case s.derive == nil:
+	case len(prev.all) > 0 && len(all) > 0 && &prev.all[0] == &all[0] && slices.Equal(prev.healthy, next.healthy):
+		next.view = prev.view // the same endpoints, weights and health: only a slow start ended
+	default:
 		s.derive(prev, next)
 	}
 	s.snap.Store(next)

@@ -41,20 +41,25 @@ func defaults() config {
 // WithOutlierDetection) the endpoint spends in rotation without one. A
 // success resets the count of consecutive failures. Defaults: 5, 30 s,
 // 300 s. A threshold of 0 turns consecutive-failure ejection off; negative
-// values are treated as 0. A base below 1 ms is raised to 1 ms, and a max
-// below base to base, when the balancer is built, so that no option can
-// fail a request later.
+// values are treated as 0. A base below 1 ms is raised to 1 ms, a max
+// below base to base, and either above 100 years lowered to 100 years,
+// when the balancer is built, so that no option can fail a request later.
 func WithEjection(threshold int, base, maxTime time.Duration) Option {
 	return func(c *config) {
 		c.threshold = max(threshold, 0)
-		c.base = max(base, time.Millisecond)
-		c.max = max(maxTime, c.base)
+		c.base = min(max(base, time.Millisecond), maxEjection)
+		c.max = min(max(maxTime, c.base), maxEjection)
 	}
 }
 
+// maxEjection is the longest ejection: 100 years stand for "until further
+// notice" and leave room for the jitter without overflow.
+const maxEjection = 100 * 365 * 24 * time.Hour
+
 // WithMaxEjectedShare caps the share of endpoints ejected at once (default
 // 0.5), by consecutive failures and outlier detection together. Ejections
-// that would pass it are skipped, and if every endpoint is ejected, health
+// that would pass it are skipped, an Update that makes the set smaller
+// re-admits the endpoints whose ejections end soonest until it holds again, and if every endpoint is ejected, health
 // is ignored rather than failing the request ("panic mode"). Values are
 // clamped to [0, 1].
 func WithMaxEjectedShare(share float64) Option {
@@ -161,7 +166,10 @@ func (s *endpointSet) ejectLocked(ep *endpoint, now int64) bool {
 		ep.multiplier = max(ep.multiplier-(now-ep.readmitted)/int64(s.cfg.outlier.interval), 0)
 	}
 	ep.multiplier++
-	d := min(time.Duration(ep.multiplier)*s.cfg.base, max(s.cfg.max, s.cfg.base))
+	d := s.cfg.max // base × multiplier, at most max, without overflow
+	if ep.multiplier <= int64(s.cfg.max/s.cfg.base) {
+		d = time.Duration(ep.multiplier) * s.cfg.base
+	}
 	d += time.Duration(rand.Int64N(int64(d)/5+1)) - d/10 // ±10%
 	ep.ejectionEnd = now + int64(d)
 	ep.ejectedUntil.Store(time.Now().Add(d).UnixNano())
@@ -199,6 +207,7 @@ func (s *endpointSet) readmit(ep *endpoint, end int64) {
 func (s *endpointSet) readmitLocked(ep *endpoint, now int64) {
 	ep.ejected.Store(false)
 	s.ejected--
+	ep.failures.Store(0) // failures of requests made before or during the ejection
 	ep.readmitted = now
 	s.startRampLocked(ep, now)
 }

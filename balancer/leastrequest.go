@@ -41,12 +41,10 @@ func (lr *LeastRequest) Pick(context.Context) (string, func(error), error) {
 	if len(snap.healthy) == 0 {
 		return "", noDone, ErrNoEndpoints
 	}
-	for try := 1; ; try++ {
-		ep := lr.choose(snap.healthy)
-		if try == maxRampTries || lr.set.keep(snap, ep) {
-			return ep.pick()
-		}
+	if snap.rampUntil != 0 {
+		return lr.set.pickRamping(snap, lr.choose).pick()
 	}
+	return lr.choose(snap.healthy).pick()
 }
 
 // choose returns the least loaded of k distinct random endpoints of eps,

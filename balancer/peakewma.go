@@ -61,8 +61,11 @@ func (l *latency) observe(rtt time.Duration, now int64, decay time.Duration) {
 	for {
 		oldBits := l.bits.Load()
 		next := max(sample, l.decayed(now, decay))
+		// The stamp first: a read between the two stores sees the old
+		// estimate decayed a little less, never a new estimate with an
+		// old stamp that could make it look stale.
+		l.stamp.Store(now)
 		if l.bits.CompareAndSwap(oldBits, math.Float64bits(next)) {
-			l.stamp.Store(now)
 			return
 		}
 	}
@@ -126,16 +129,10 @@ func (p *PeakEWMA) Pick(context.Context) (string, func(error), error) {
 	}
 	now := mono()
 	var ep *endpoint
-	for try := 1; ; try++ {
-		if n := len(eps); n == 1 {
-			ep = eps[0]
-		} else {
-			i, j := twoDistinct(n)
-			ep = p.cheaper(eps[i], eps[j], now)
-		}
-		if try == maxRampTries || p.set.keep(snap, ep) {
-			break
-		}
+	if snap.rampUntil != 0 {
+		ep = p.set.pickRamping(snap, func(eps []*endpoint) *endpoint { return p.choose(eps, now) })
+	} else {
+		ep = p.choose(eps, now)
 	}
 	addr, _, _ := ep.pick()
 	d := p.dones.Get().(*timedDone)
@@ -154,6 +151,15 @@ func (d *timedDone) finish(err error) {
 		ep.latency.observe(time.Duration(now-start), now, p.set.cfg.decay)
 	}
 	ep.finish(err)
+}
+
+// choose returns the cheaper of two distinct random endpoints of eps at now.
+func (p *PeakEWMA) choose(eps []*endpoint, now int64) *endpoint {
+	if len(eps) == 1 {
+		return eps[0]
+	}
+	i, j := twoDistinct(len(eps))
+	return p.cheaper(eps[i], eps[j], now)
 }
 
 // cheaper returns the one of a and b with the lower cost at now; a on a tie.

@@ -22,17 +22,17 @@ func NewRandom(endpoints []Endpoint, opts ...Option) *Random {
 // allocates nothing.
 func (r *Random) Pick(context.Context) (string, func(error), error) {
 	snap := r.set.snap.Load()
-	eps := snap.healthy
-	if len(eps) == 0 {
+	if len(snap.healthy) == 0 {
 		return "", noDone, ErrNoEndpoints
 	}
-	for try := 1; ; try++ {
-		ep := eps[rand.IntN(len(eps))]
-		if try == maxRampTries || r.set.keep(snap, ep) {
-			return ep.pick()
-		}
+	if snap.rampUntil != 0 {
+		return r.set.pickRamping(snap, randomOf).pick()
 	}
+	return randomOf(snap.healthy).pick()
 }
+
+// randomOf returns a random endpoint of eps.
+func randomOf(eps []*endpoint) *endpoint { return eps[rand.IntN(len(eps))] }
 
 // Update replaces the endpoints.
 func (r *Random) Update(endpoints []Endpoint) { r.set.update(endpoints) }

@@ -28,17 +28,19 @@ func NewRoundRobin(endpoints []Endpoint, opts ...Option) *RoundRobin {
 // lock and allocates nothing.
 func (rr *RoundRobin) Pick(context.Context) (string, func(error), error) {
 	snap := rr.set.snap.Load()
-	eps := snap.healthy
-	if len(eps) == 0 {
+	if len(snap.healthy) == 0 {
 		return "", noDone, ErrNoEndpoints
 	}
-	for try := 1; ; try++ {
-		i := rr.next.Add(1) - 1
-		ep := eps[i%uint64(len(eps))]
-		if try == maxRampTries || rr.set.keep(snap, ep) {
-			return ep.pick()
-		}
+	if snap.rampUntil != 0 {
+		return rr.set.pickRamping(snap, rr.choose).pick()
 	}
+	return rr.choose(snap.healthy).pick()
+}
+
+// choose returns the endpoint of eps whose turn it is.
+func (rr *RoundRobin) choose(eps []*endpoint) *endpoint {
+	i := rr.next.Add(1) - 1
+	return eps[i%uint64(len(eps))]
 }
 
 // Update replaces the endpoints and restarts the turn at a random one.

@@ -15,7 +15,9 @@ type slowStartConfig struct {
 }
 
 // maxRampTries bounds the picks one request makes while endpoints ramp up.
-const maxRampTries = 4
+// With every endpoint at the lowest factor, 10%, all 32 are turned down
+// 3% of the time.
+const maxRampTries = 32
 
 // WithSlowStart ramps up the traffic of an endpoint added by Update to a
 // set that had endpoints (not the first endpoints a balancer gets) or
@@ -28,7 +30,9 @@ const maxRampTries = 4
 // (0, 100] means 10; an aggression of 0 or below means 1. RoundRobin,
 // WeightedRoundRobin, Random, LeastRequest and PeakEWMA support it, by
 // keeping a pick of a ramping endpoint with probability equal to its
-// factor and picking again otherwise (at most four picks in all); Maglev
+// factor and picking again otherwise (at most 32 picks; then the pick with
+// the highest factor stands), which gives each endpoint its share by its
+// reduced weight; Maglev
 // ignores it, since a key must stay where it maps. Picks read the clock
 // only while some endpoint is ramping up.
 func WithSlowStart(window time.Duration, minPercent, aggression float64) Option {
@@ -68,21 +72,31 @@ func (c *slowStartConfig) rampFactor(ep *endpoint, now int64) float64 {
 	return max(f, c.minFactor)
 }
 
-// keep reports whether a pick of ep from snap stands: always, unless ep is
-// ramping up, when it stands with probability equal to its factor. Once
-// every slow start of snap is over, it publishes a snapshot without them, so
-// that picks stop reading the clock.
-func (s *endpointSet) keep(snap *snapshot, ep *endpoint) bool {
-	if snap.rampUntil == 0 {
-		return true
-	}
+// pickRamping chooses an endpoint of snap, whose rampUntil is set, with
+// choose: a choice of a ramping endpoint stands with probability equal to
+// its factor, and otherwise choose is asked again, up to maxRampTries
+// times, after which the choice with the highest factor stands. Once every
+// slow start of snap is over, it publishes a snapshot without them, so that
+// picks stop reading the clock.
+func (s *endpointSet) pickRamping(snap *snapshot, choose func([]*endpoint) *endpoint) *endpoint {
 	now := mono()
 	if now >= snap.rampUntil {
 		s.endRamps(snap)
-		return true
+		return choose(snap.healthy)
 	}
-	f := s.cfg.slowStart.rampFactor(ep, now)
-	return f >= 1 || rand.Float64() < f
+	var best *endpoint
+	bestFactor := -1.0
+	for range maxRampTries {
+		ep := choose(snap.healthy)
+		f := s.cfg.slowStart.rampFactor(ep, now)
+		if f >= 1 || rand.Float64() < f {
+			return ep
+		}
+		if f > bestFactor {
+			best, bestFactor = ep, f
+		}
+	}
+	return best
 }
 
 // endRamps replaces snap, whose slow starts are over, if it is still the

@@ -11,17 +11,19 @@ import (
 
 // WeightedRoundRobin picks endpoints in proportion to their weights, in a
 // smooth order: an endpoint of weight 5 among weights 5, 1, 1 comes up as
-// a b a a a c a, never more than three times in a row. The order is earliest deadline
-// first (EDF), as grpc-go's weighted schedulers use: the k-th pick of an
-// endpoint of weight w is due at (k + ½) / w of a cycle, so over every
-// cycle of sum(weights) picks each endpoint gets exactly its weight.
+// a b a a a c a, never more than three times in a row. The order is
+// earliest deadline first (EDF), as grpc-go's weighted schedulers use: the
+// k-th pick of an endpoint of weight w is due at (k + φ) / w of a cycle,
+// where φ in (0, 1] is a phase of its own, so over every cycle of
+// sum(weights) picks each endpoint gets exactly its weight.
 //
-// An Update is O(n) in time and memory, whatever the weights (up to
-// 1,000 endpoints with weights up to 65,535 rebuild in well under a
-// millisecond). A cycle of at most 4,096 picks, after dividing the weights
-// by their greatest common divisor, is precomputed, so a pick is an atomic
-// increment and an index. Longer cycles are produced 4,096 picks at a time
-// from the EDF queue, under a lock taken once per 4,096 picks. Ejected
+// An Update is O(n) in time and memory, whatever the weights (1,000
+// endpoints with weights up to 65,535 rebuild in under a millisecond). A
+// cycle of at most 4,096 picks, after dividing the weights by their
+// greatest common divisor, is precomputed, so a pick is an atomic increment
+// and an index. Longer cycles are produced 4,096 picks at a time from the
+// EDF queue, under a lock taken once per 4,096 picks. Weights still above
+// 2³⁰ after the division are scaled down in proportion, to 30 bits. Ejected
 // endpoints are left out of the schedule, so their share is spread over
 // the others in proportion to their weights.
 type WeightedRoundRobin struct {
@@ -49,12 +51,16 @@ func (w *WeightedRoundRobin) Pick(context.Context) (string, func(error), error) 
 	if s == nil {
 		return "", noDone, ErrNoEndpoints
 	}
-	for try := 1; ; try++ {
-		ep := s.eps[s.at(s.next.Add(1)-1)]
-		if try == maxRampTries || w.set.keep(snap, ep) {
-			return ep.pick()
-		}
+	if snap.rampUntil != 0 {
+		return w.set.pickRamping(snap, s.choose).pick()
 	}
+	return s.choose(nil).pick()
+}
+
+// choose returns the next endpoint of the schedule. Its argument, the
+// snapshot's healthy endpoints, is s.eps already.
+func (s *schedule) choose([]*endpoint) *endpoint {
+	return s.eps[s.at(s.next.Add(1)-1)]
 }
 
 // Update replaces the endpoints and rebuilds the schedule.
@@ -75,10 +81,23 @@ type schedule struct {
 	chunk atomic.Pointer[scheduleChunk]
 }
 
-// scheduleChunk is picks start, start+1, … of a long cycle.
+// scheduleChunk is picks start, start+1, … of a long cycle, with the
+// chunk before it, for picks overtaken at the boundary by later ones.
 type scheduleChunk struct {
-	start uint64
-	order []uint32
+	start     uint64
+	order     []uint32
+	prevOrder []uint32 // picks start-len(prevOrder) … start-1
+}
+
+// lookup returns pick i if c or the chunk before it holds it.
+func (c *scheduleChunk) lookup(i uint64) (uint32, bool) {
+	if d := i - c.start; d < uint64(len(c.order)) {
+		return c.order[d], true
+	}
+	if back := c.start - i; back-1 < uint64(len(c.prevOrder)) { // 1 ≤ back ≤ len
+		return c.prevOrder[uint64(len(c.prevOrder))-back], true
+	}
+	return 0, false
 }
 
 func deriveWeighted(_, next *snapshot) {
@@ -87,13 +106,19 @@ func deriveWeighted(_, next *snapshot) {
 	}
 	s := &schedule{eps: next.healthy}
 	weights := make([]uint64, len(s.eps))
-	var g, total uint64
+	var g, heaviest, total uint64
 	for i, ep := range s.eps {
-		weights[i] = uint64(min(ep.weight.Load(), maxWeight)) // once: a concurrent Update may change it
+		weights[i] = uint64(ep.weight.Load()) // once: a concurrent Update may change it
 		g = gcd(g, weights[i])
 	}
 	for i := range weights {
 		weights[i] /= g
+		heaviest = max(heaviest, weights[i])
+	}
+	for i := range weights {
+		if heaviest > maxWeight {
+			weights[i] = max(uint64(float64(weights[i])*maxWeight/float64(heaviest)), 1)
+		}
 		total += weights[i]
 	}
 	if total <= chunkSize {
@@ -112,27 +137,31 @@ func (s *schedule) at(i uint64) uint32 {
 	if s.cycle != nil {
 		return s.cycle[i%uint64(len(s.cycle))]
 	}
-	if c := s.chunk.Load(); i-c.start < uint64(len(c.order)) {
-		return c.order[i-c.start]
+	if e, ok := s.chunk.Load().lookup(i); ok {
+		return e
 	}
 	return s.advance(i)
 }
 
-// advance makes chunks until one holds pick i, and returns it. A pick whose
-// chunk is gone already (its goroutine was descheduled for a whole chunk)
-// takes the same position in the current one.
+// advance makes chunks until one holds pick i, and returns it. A pick more
+// than a whole chunk behind (its goroutine was descheduled while others
+// made 4,096 picks) takes the same position in the current chunk.
 func (s *schedule) advance(i uint64) uint32 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	c := s.chunk.Load()
 	for int64(i-c.start) >= int64(len(c.order)) {
-		c = &scheduleChunk{start: c.start + uint64(len(c.order)), order: s.queue.take(make([]uint32, chunkSize))}
+		c = &scheduleChunk{
+			start:     c.start + uint64(len(c.order)),
+			order:     s.queue.take(make([]uint32, chunkSize)),
+			prevOrder: c.order,
+		}
 		s.chunk.Store(c)
 	}
-	if int64(i-c.start) < 0 {
-		return c.order[i%uint64(len(c.order))]
+	if e, ok := c.lookup(i); ok {
+		return e
 	}
-	return c.order[i-c.start]
+	return c.order[i%uint64(len(c.order))]
 }
 
 // edfQueue orders endpoints by the deadline of their next pick: the k-th
