@@ -290,7 +290,7 @@ func ejectionsMultiplier(t *testing.T, interval time.Duration, opts ...balancer.
 		s := state(b.States(), bad)
 		require.True(t, s.Ejected, why)
 		want := time.Duration(multiplier) * base
-		got := s.EjectedUntil.Sub(time.Now())
+		got := time.Until(s.EjectedUntil)
 		assert.GreaterOrEqual(t, got, want-want/10, "%s: ejected for %v, want %v ±10%%", why, got, want)
 		assert.LessOrEqual(t, got, want+want/10, "%s: ejected for %v, want %v ±10%%", why, got, want)
 		return s.EjectedUntil
