@@ -72,7 +72,9 @@ func (w *WeightedRoundRobin) States() []State { return w.set.states() }
 // schedule is the order of picks over one snapshot's healthy endpoints.
 type schedule struct {
 	eps  []*endpoint
+	_    [56]byte      // next on a cache line of its own: every pick writes it
 	next atomic.Uint64 // position of the next pick
+	_    [56]byte
 
 	cycle []uint32 // the whole cycle, if it is short; else nil
 
