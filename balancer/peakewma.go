@@ -46,21 +46,28 @@ type latency struct {
 
 // decayed returns the estimate at now, or 0 if there is none: no sample
 // yet, or none for a whole decay time.
-func (l *latency) decayed(now int64, decay time.Duration) float64 {
+func (l *latency) decayed(now int64, d *decay) float64 {
 	v := math.Float64frombits(l.bits.Load())
 	age := now - l.stamp.Load()
-	if v == 0 || age >= int64(decay) {
+	if v == 0 || age >= d.nanos {
 		return 0
 	}
-	return v * expNeg(float64(max(age, 0))/float64(decay))
+	return v * expNeg(float64(max(age, 0))*d.inverse)
+}
+
+// decay is WithDecay's time, with its inverse: a multiplication costs a
+// fraction of a division, and picks decay two estimates.
+type decay struct {
+	nanos   int64
+	inverse float64 // 1 / nanos
 }
 
 // observe records a request that took rtt, ending at now.
-func (l *latency) observe(rtt time.Duration, now int64, decay time.Duration) {
+func (l *latency) observe(rtt time.Duration, now int64, d *decay) {
 	sample := max(float64(rtt), 1)
 	for {
 		oldBits := l.bits.Load()
-		next := max(sample, l.decayed(now, decay))
+		next := max(sample, l.decayed(now, d))
 		// The stamp first: a read between the two stores sees the old
 		// estimate decayed a little less, never a new estimate with an
 		// old stamp that could make it look stale.
@@ -93,6 +100,7 @@ func expNeg(x float64) float64 {
 // picks allocate nothing.
 type PeakEWMA struct {
 	set   *endpointSet
+	decay decay
 	dones sync.Pool // of *timedDone
 }
 
@@ -109,6 +117,7 @@ type timedDone struct {
 // WithDecay and WithDefaultLatency.
 func NewPeakEWMA(endpoints []Endpoint, opts ...Option) *PeakEWMA {
 	p := &PeakEWMA{set: newEndpointSet(opts)}
+	p.decay = decay{nanos: int64(p.set.cfg.decay), inverse: 1 / float64(p.set.cfg.decay)}
 	p.dones.New = func() any {
 		d := &timedDone{p: p}
 		d.fn = d.finish
@@ -148,7 +157,7 @@ func (d *timedDone) finish(err error) {
 	p.dones.Put(d)
 	if err == nil {
 		now := mono()
-		ep.latency.observe(time.Duration(now-start), now, p.set.cfg.decay)
+		ep.latency.observe(time.Duration(now-start), now, &p.decay)
 	}
 	ep.finish(err)
 }
@@ -176,7 +185,7 @@ func (p *PeakEWMA) cheaper(a, b *endpoint, now int64) *endpoint {
 func (p *PeakEWMA) cost(ep *endpoint, now int64) float64 {
 	c := &p.set.cfg
 	pending := float64(ep.inflight.Load())
-	v := ep.latency.decayed(now, c.decay)
+	v := ep.latency.decayed(now, &p.decay)
 	if v == 0 {
 		if pending == 0 {
 			return 0
