@@ -2,6 +2,7 @@ package balancer
 
 import (
 	"errors"
+	"math"
 	"math/rand/v2"
 	"sync/atomic"
 	"time"
@@ -61,9 +62,14 @@ const maxEjection = 100 * 365 * 24 * time.Hour
 // that would pass it are skipped, an Update that makes the set smaller
 // re-admits the endpoints whose ejections end soonest until it holds again, and if every endpoint is ejected, health
 // is ignored rather than failing the request ("panic mode"). Values are
-// clamped to [0, 1].
+// clamped to [0, 1]; NaN means the default.
 func WithMaxEjectedShare(share float64) Option {
-	return func(c *config) { c.maxShare = min(max(share, 0), 1) }
+	return func(c *config) {
+		if math.IsNaN(share) {
+			share = 0.5
+		}
+		c.maxShare = min(max(share, 0), 1)
+	}
 }
 
 // endpoint is the state of one address, kept across Updates while the
@@ -73,8 +79,13 @@ type endpoint struct {
 	weight  atomic.Int64 // written by Update while States may read it
 	set     *endpointSet
 
-	inflight     atomic.Int64
-	failures     atomic.Int64 // consecutive
+	inflight atomic.Int64
+	failures atomic.Int64 // consecutive
+	// earlier counts requests in flight at the last re-admission that have
+	// not ended: their failures say nothing of the endpoint since, so the
+	// next that many failures are not counted. Requests cannot be told
+	// apart, so this errs towards ignoring a failure of a newer request.
+	earlier      atomic.Int64
 	ejected      atomic.Bool  // written under set.mu
 	ejectedUntil atomic.Int64 // unix nanoseconds, for State
 	latency      latency      // kept by PeakEWMA only
@@ -107,6 +118,9 @@ func (ep *endpoint) finish(err error) {
 	if err != nil && errors.Is(err, ErrPickNotUsed) {
 		return
 	}
+	if ep.earlier.Load() > 0 && ep.endEarlier() && err != nil {
+		return // a request from before the re-admission
+	}
 	c := &ep.set.cfg
 	if c.outlier.enabled() {
 		ep.calls.record(err == nil)
@@ -121,6 +135,20 @@ func (ep *endpoint) finish(err error) {
 	}
 	if c.threshold > 0 && ep.failures.Add(1) >= int64(c.threshold) {
 		ep.set.ejectForFailures(ep)
+	}
+}
+
+// endEarlier counts down one of the requests in flight at the last
+// re-admission, and reports whether there was one left.
+func (ep *endpoint) endEarlier() bool {
+	for {
+		n := ep.earlier.Load()
+		if n <= 0 {
+			return false
+		}
+		if ep.earlier.CompareAndSwap(n, n-1) {
+			return true
+		}
 	}
 }
 
@@ -140,6 +168,9 @@ func (s *endpointSet) ejectForFailures(ep *endpoint) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := mono()
+	if ep.failures.Load() < int64(s.cfg.threshold) {
+		return // re-admitted meanwhile, which forgot the failures
+	}
 	if s.ejectLocked(ep, now) {
 		ep.failures.Store(0)
 		s.publishLocked(s.snap.Load().all, now)
@@ -207,7 +238,8 @@ func (s *endpointSet) readmit(ep *endpoint, end int64) {
 func (s *endpointSet) readmitLocked(ep *endpoint, now int64) {
 	ep.ejected.Store(false)
 	s.ejected--
-	ep.failures.Store(0) // failures of requests made before or during the ejection
+	ep.failures.Store(0)                 // failures reported before the re-admission
+	ep.earlier.Store(ep.inflight.Load()) // and those of requests made before it
 	ep.readmitted = now
 	s.startRampLocked(ep, now)
 }

@@ -44,19 +44,27 @@ func (lr *LeastRequest) Pick(context.Context) (string, func(error), error) {
 	if snap.rampUntil != 0 {
 		return lr.set.pickRamping(snap, lr.choose).pick()
 	}
-	return lr.choose(snap.healthy).pick()
+	return lr.choose(snap.healthy, nil).pick()
 }
 
 // choose returns the least loaded of k distinct random endpoints of eps,
-// which is not empty.
-func (lr *LeastRequest) choose(eps []*endpoint) *endpoint {
+// which is not empty, other than avoid unless it is the only one.
+func (lr *LeastRequest) choose(eps []*endpoint, avoid *endpoint) *endpoint {
 	n := len(eps)
 	k := lr.set.cfg.choices
 	switch {
+	case n == 1:
+		return eps[0]
 	case n <= k:
-		return leastLoadedOfAll(eps)
+		return leastLoadedOfAll(eps, avoid)
 	case k == 2: // the default, without the general loop
 		i, j := twoDistinct(n)
+		switch avoid {
+		case eps[i]:
+			return eps[j]
+		case eps[j]:
+			return eps[i]
+		}
 		return lessLoaded(eps[i], eps[j])
 	}
 	// Samples come in random order and a tie keeps the earlier one, so ties
@@ -70,20 +78,31 @@ func (lr *LeastRequest) choose(eps []*endpoint) *endpoint {
 		}
 		seen[c] = i
 		c++
-		if best == nil {
+		switch {
+		case eps[i] == avoid:
+		case best == nil:
 			best = eps[i]
-		} else {
+		default:
 			best = lessLoaded(best, eps[i])
 		}
 	}
-	return best
+	return best // not nil: of k ≥ 2 distinct samples, one is not avoid
 }
 
-// leastLoadedOfAll compares every endpoint and returns the least loaded one,
-// breaking ties uniformly at random (reservoir sampling over the tied ones).
-func leastLoadedOfAll(eps []*endpoint) *endpoint {
-	best, ties := eps[0], 1
-	for _, ep := range eps[1:] {
+// leastLoadedOfAll compares every endpoint but avoid, of which eps has at
+// least two, and returns the least loaded one, breaking ties uniformly at
+// random (reservoir sampling over the tied ones).
+func leastLoadedOfAll(eps []*endpoint, avoid *endpoint) *endpoint {
+	var best *endpoint
+	ties := 0
+	for _, ep := range eps {
+		if ep == avoid {
+			continue
+		}
+		if best == nil {
+			best, ties = ep, 1
+			continue
+		}
 		switch next := lessLoaded(best, ep); {
 		case next != best:
 			best, ties = ep, 1

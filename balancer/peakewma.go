@@ -68,11 +68,11 @@ func (l *latency) observe(rtt time.Duration, now int64, d *decay) {
 	for {
 		oldBits := l.bits.Load()
 		next := max(sample, l.decayed(now, d))
-		// The stamp first: a read between the two stores sees the old
-		// estimate decayed a little less, never a new estimate with an
-		// old stamp that could make it look stale.
-		l.stamp.Store(now)
+		// The estimate and its stamp are two stores, not one: a read or
+		// a sample between them can misjudge the estimate's age for a
+		// moment, which an estimate of load tolerates.
 		if l.bits.CompareAndSwap(oldBits, math.Float64bits(next)) {
+			l.stamp.Store(now)
 			return
 		}
 	}
@@ -139,9 +139,9 @@ func (p *PeakEWMA) Pick(context.Context) (string, func(error), error) {
 	now := mono()
 	var ep *endpoint
 	if snap.rampUntil != 0 {
-		ep = p.set.pickRamping(snap, func(eps []*endpoint) *endpoint { return p.choose(eps, now) })
+		ep = p.set.pickRamping(snap, func(eps []*endpoint, avoid *endpoint) *endpoint { return p.choose(eps, now, avoid) })
 	} else {
-		ep = p.choose(eps, now)
+		ep = p.choose(eps, now, nil)
 	}
 	addr, _, _ := ep.pick()
 	d := p.dones.Get().(*timedDone)
@@ -162,12 +162,19 @@ func (d *timedDone) finish(err error) {
 	ep.finish(err)
 }
 
-// choose returns the cheaper of two distinct random endpoints of eps at now.
-func (p *PeakEWMA) choose(eps []*endpoint, now int64) *endpoint {
+// choose returns the cheaper of two distinct random endpoints of eps at
+// now, or, if one of them is avoid, the other.
+func (p *PeakEWMA) choose(eps []*endpoint, now int64, avoid *endpoint) *endpoint {
 	if len(eps) == 1 {
 		return eps[0]
 	}
 	i, j := twoDistinct(len(eps))
+	switch avoid {
+	case eps[i]:
+		return eps[j]
+	case eps[j]:
+		return eps[i]
+	}
 	return p.cheaper(eps[i], eps[j], now)
 }
 

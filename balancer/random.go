@@ -28,11 +28,11 @@ func (r *Random) Pick(context.Context) (string, func(error), error) {
 	if snap.rampUntil != 0 {
 		return r.set.pickRamping(snap, randomOf).pick()
 	}
-	return randomOf(snap.healthy).pick()
+	return randomOf(snap.healthy, nil).pick()
 }
 
-// randomOf returns a random endpoint of eps.
-func randomOf(eps []*endpoint) *endpoint { return eps[rand.IntN(len(eps))] }
+// randomOf returns a random endpoint of eps; each call draws anew.
+func randomOf(eps []*endpoint, _ *endpoint) *endpoint { return eps[rand.IntN(len(eps))] }
 
 // Update replaces the endpoints.
 func (r *Random) Update(endpoints []Endpoint) { r.set.update(endpoints) }

@@ -34,11 +34,12 @@ func (rr *RoundRobin) Pick(context.Context) (string, func(error), error) {
 	if snap.rampUntil != 0 {
 		return rr.set.pickRamping(snap, rr.choose).pick()
 	}
-	return rr.choose(snap.healthy).pick()
+	return rr.choose(snap.healthy, nil).pick()
 }
 
-// choose returns the endpoint of eps whose turn it is.
-func (rr *RoundRobin) choose(eps []*endpoint) *endpoint {
+// choose returns the endpoint of eps whose turn it is: the turn moves on
+// with every call, so there is nothing to avoid.
+func (rr *RoundRobin) choose(eps []*endpoint, _ *endpoint) *endpoint {
 	i := rr.next.Add(1) - 1
 	return eps[i%uint64(len(eps))]
 }

@@ -72,22 +72,27 @@ func (c *slowStartConfig) rampFactor(ep *endpoint, now int64) float64 {
 	return max(f, c.minFactor)
 }
 
+// chooser is a policy's choice of an endpoint of eps, which is not empty,
+// other than avoid if it can (avoid may be nil).
+type chooser func(eps []*endpoint, avoid *endpoint) *endpoint
+
 // pickRamping chooses an endpoint of snap, whose rampUntil is set, with
 // choose: a choice of a ramping endpoint stands with probability equal to
-// its factor, and otherwise choose is asked again, up to maxRampTries
-// times, after which the choice with the highest factor stands. Once every
-// slow start of snap is over, it publishes a snapshot without them, so that
-// picks stop reading the clock.
-func (s *endpointSet) pickRamping(snap *snapshot, choose func([]*endpoint) *endpoint) *endpoint {
+// its factor, and otherwise choose is asked again, to avoid that endpoint
+// (so that a policy whose choice is certain, such as the least loaded of
+// two, moves on), up to maxRampTries times; then the choice with the
+// highest factor stands. Once every slow start of snap is over, it
+// publishes a snapshot without them, so that picks stop reading the clock.
+func (s *endpointSet) pickRamping(snap *snapshot, choose chooser) *endpoint {
 	now := mono()
 	if now >= snap.rampUntil {
 		s.endRamps(snap)
-		return choose(snap.healthy)
+		return choose(snap.healthy, nil)
 	}
-	var best *endpoint
+	var best, turnedDown *endpoint
 	bestFactor := -1.0
 	for range maxRampTries {
-		ep := choose(snap.healthy)
+		ep := choose(snap.healthy, turnedDown)
 		f := s.cfg.slowStart.rampFactor(ep, now)
 		if f >= 1 || rand.Float64() < f {
 			return ep
@@ -95,6 +100,7 @@ func (s *endpointSet) pickRamping(snap *snapshot, choose func([]*endpoint) *endp
 		if f > bestFactor {
 			best, bestFactor = ep, f
 		}
+		turnedDown = ep
 	}
 	return best
 }

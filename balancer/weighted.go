@@ -54,12 +54,13 @@ func (w *WeightedRoundRobin) Pick(context.Context) (string, func(error), error) 
 	if snap.rampUntil != 0 {
 		return w.set.pickRamping(snap, s.choose).pick()
 	}
-	return s.choose(nil).pick()
+	return s.choose(nil, nil).pick()
 }
 
-// choose returns the next endpoint of the schedule. Its argument, the
-// snapshot's healthy endpoints, is s.eps already.
-func (s *schedule) choose([]*endpoint) *endpoint {
+// choose returns the next endpoint of the schedule, which moves on with
+// every call. Its first argument, the snapshot's healthy endpoints, is
+// s.eps already.
+func (s *schedule) choose([]*endpoint, *endpoint) *endpoint {
 	return s.eps[s.at(s.next.Add(1)-1)]
 }
 
