@@ -1,11 +1,9 @@
 package balancer_test
 
 import (
-	"context"
 	"fmt"
 	"math/rand/v2"
 	"slices"
-	"sync"
 	"testing"
 	"time"
 
@@ -75,39 +73,10 @@ func BenchmarkTailLatency(b *testing.B) {
 		b.Run(policy.name, func(b *testing.B) {
 			var p50, p99, share []float64
 			for b.Loop() {
-				bal := policy.make(eps)
-				var (
-					mu        sync.Mutex
-					latencies []time.Duration
-					slowN     int
-					wg        sync.WaitGroup
-				)
-				for range clients {
-					wg.Go(func() {
-						for range requests {
-							start := time.Now()
-							addr, done, err := bal.Pick(context.Background())
-							if err != nil {
-								b.Error(err)
-								return
-							}
-							if addr == slow {
-								time.Sleep(20 * time.Millisecond)
-							} else {
-								time.Sleep(time.Millisecond)
-							}
-							done(nil)
-							mu.Lock()
-							latencies = append(latencies, time.Since(start))
-							if addr == slow {
-								slowN++
-							}
-							mu.Unlock()
-						}
-					})
+				latencies, slowN, err := sendLoad(policy.make(eps), slow, clients, requests, 20*time.Millisecond)
+				if err != nil {
+					b.Fatal(err)
 				}
-				wg.Wait()
-				slices.Sort(latencies)
 				p50 = append(p50, float64(latencies[len(latencies)/2])/1e6)
 				p99 = append(p99, float64(latencies[len(latencies)*99/100])/1e6)
 				share = append(share, 100*float64(slowN)/float64(len(latencies)))

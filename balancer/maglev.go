@@ -74,7 +74,7 @@ func deriveMaglev(prev, next *snapshot) {
 		return
 	}
 	v := &maglevView{healthy: next.healthy}
-	if pv, ok := prev.view.(*maglevView); ok && sameEndpoints(prev.all, next.all) {
+	if pv, ok := prev.view.(*maglevView); ok && slices.Equal(prev.all, next.all) {
 		v.full = pv.full
 	} else {
 		v.full = buildMaglev(sortedByAddress(next.all), maglevSize(len(next.all)))
@@ -92,11 +92,6 @@ func deriveMaglev(prev, next *snapshot) {
 		}
 	}
 	next.view = v
-}
-
-// sameEndpoints reports whether a and b hold the same endpoints in order.
-func sameEndpoints(a, b []*endpoint) bool {
-	return slices.Equal(a, b)
 }
 
 func sortedByAddress(eps []*endpoint) []*endpoint {

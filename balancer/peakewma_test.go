@@ -1,6 +1,7 @@
 package balancer_test
 
 import (
+	"cmp"
 	"context"
 	"math"
 	"slices"
@@ -22,30 +23,40 @@ type loadResult struct {
 }
 
 // simulate sends requests from workers through b to five backends; the one
-// named slow answers in 50 ms, the others in 1 ms. Latency is simulated by
-// sleeping: it is the workload, not synchronisation. Run it in a synctest
+// named slow answers in 50 ms, the others in 1 ms. Run it in a synctest
 // bubble, where sleeping moves a fake clock.
 func simulate(t *testing.T, b balancer.Balancer, slow string) loadResult {
 	t.Helper()
-	const workers, requests = 8, 60
+	latencies, slowPicks, err := sendLoad(b, slow, 8, 60, 50*time.Millisecond)
+	require.NoError(t, err)
+	return loadResult{slowPicks: slowPicks, p99: latencies[len(latencies)*99/100]}
+}
+
+// sendLoad sends requests from clients through b, each to a backend that
+// answers in a millisecond, or in slowLatency if it is slow, and returns
+// the latencies seen, sorted, with how many requests went to slow. Latency
+// is simulated by sleeping: it is the workload, not synchronisation.
+func sendLoad(b balancer.Balancer, slow string, clients, requests int, slowLatency time.Duration) ([]time.Duration, int, error) {
 	var (
 		mu        sync.Mutex
 		latencies []time.Duration
 		slowPicks int
+		firstErr  error
 		wg        sync.WaitGroup
 	)
-	for range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+	for range clients {
+		wg.Go(func() {
 			for range requests {
 				start := time.Now()
 				addr, done, err := b.Pick(context.Background())
-				if !assert.NoError(t, err) {
+				if err != nil {
+					mu.Lock()
+					firstErr = cmp.Or(firstErr, err)
+					mu.Unlock()
 					return
 				}
 				if addr == slow {
-					time.Sleep(50 * time.Millisecond)
+					time.Sleep(slowLatency)
 				} else {
 					time.Sleep(time.Millisecond)
 				}
@@ -57,11 +68,11 @@ func simulate(t *testing.T, b balancer.Balancer, slow string) loadResult {
 				}
 				mu.Unlock()
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	slices.Sort(latencies)
-	return loadResult{slowPicks: slowPicks, p99: latencies[len(latencies)*99/100]}
+	return latencies, slowPicks, firstErr
 }
 
 // The simulation runs in a synctest bubble: its clock moves only when every
