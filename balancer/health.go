@@ -20,7 +20,7 @@ type config struct {
 	outlier   outlierConfig   // success-rate and failure-percentage ejection
 	slowStart slowStartConfig // ramp-up of new and re-admitted endpoints
 
-	decay          time.Duration // PeakEWMA
+	decay          decay         // PeakEWMA
 	defaultLatency time.Duration // PeakEWMA
 	choices        int           // LeastRequest
 }
@@ -29,7 +29,7 @@ func defaults() config {
 	return config{
 		threshold: 5, base: 30 * time.Second, max: 300 * time.Second, maxShare: 0.5,
 		outlier: outlierConfig{interval: 10 * time.Second},
-		decay:   10 * time.Second, defaultLatency: time.Second,
+		decay:   newDecay(10 * time.Second), defaultLatency: time.Second,
 		choices: 2,
 	}
 }
@@ -97,12 +97,14 @@ type endpoint struct {
 	readmitted  int64 // mono time of the last re-admission
 	ejectionEnd int64 // mono time the current ejection ends
 
-	done func(error) // ep.finish, bound once so that picks allocate nothing
+	// ep.finish and ep.finishSample, bound once so that picks allocate
+	// nothing.
+	done, sampleDone func(error)
 }
 
 func newEndpoint(s *endpointSet, address string) *endpoint {
 	ep := &endpoint{address: address, set: s}
-	ep.done = ep.finish
+	ep.done, ep.sampleDone = ep.finish, ep.finishSample
 	return ep
 }
 

@@ -3,7 +3,6 @@ package balancer
 import (
 	"context"
 	"math"
-	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -15,7 +14,7 @@ import (
 func WithDecay(d time.Duration) Option {
 	return func(c *config) {
 		if d > 0 {
-			c.decay = d
+			c.decay = newDecay(d)
 		}
 	}
 }
@@ -42,6 +41,44 @@ func WithDefaultLatency(d time.Duration) Option {
 type latency struct {
 	bits  atomic.Uint64 // float64 nanoseconds; 0 until the first sample
 	stamp atomic.Int64  // mono time of the last sample
+	// sample is the mono start time of the endpoint's timed request while
+	// it is in flight, minus that time once it has ended, and 0 before the
+	// first: at most one request per endpoint is timed at a time, so its
+	// start needs no per-request memory.
+	sample atomic.Int64
+}
+
+// sampleSpacing is the least time between the starts of two timed requests
+// to one endpoint. Timing every request would read the clock twice per
+// request, which costs more than the rest of a pick; one sample per
+// millisecond follows any change of latency that matters to a balancer.
+const sampleSpacing = time.Millisecond
+
+// startSample starts timing a request picked at now (a coarse reading,
+// fresh if it was just read from the clock) if the endpoint has no timed request in flight and its last one started at
+// least sampleSpacing ago, and returns the exact start time. A timed
+// request out for longer than abandonAfter is taken to be abandoned (its
+// done never called), and a new one takes its place; if its done comes
+// after all, it ends the newer sample early, which costs one sample.
+func (l *latency) startSample(now int64, fresh bool, abandonAfter int64) (start int64, ok bool) {
+	v := l.sample.Load()
+	switch {
+	case v > 0 && now-v < abandonAfter: // one in flight
+		return 0, false
+	case v < 0 && now+v < int64(sampleSpacing): // the last one began -v
+		return 0, false
+	}
+	if !fresh {
+		now = mono()
+	}
+	return now, l.sample.CompareAndSwap(v, now)
+}
+
+// endSample ends the timed request in flight and returns its start time,
+// or false if there is none (it was taken over, see startSample).
+func (l *latency) endSample() (start int64, ok bool) {
+	v := l.sample.Load()
+	return v, v > 0 && l.sample.CompareAndSwap(v, -v)
 }
 
 // decayed returns the estimate at now, or 0 if there is none: no sample
@@ -61,6 +98,8 @@ type decay struct {
 	nanos   int64
 	inverse float64 // 1 / nanos
 }
+
+func newDecay(d time.Duration) decay { return decay{nanos: int64(d), inverse: 1 / float64(d)} }
 
 // observe records a request that took rtt, ending at now.
 func (l *latency) observe(rtt time.Duration, now int64, d *decay) {
@@ -96,68 +135,58 @@ func expNeg(x float64) float64 {
 // while it has no request in flight, so new and recovered endpoints are
 // tried at once, and costs the default latency (see WithDefaultLatency)
 // times its requests in flight plus one while it has, so concurrent clients
-// do not all rush to it. Its done function times the request from Pick;
-// picks allocate nothing.
+// do not all rush to it.
+//
+// It measures latency on a sample of the requests: it times a request from
+// Pick to done when the endpoint has no timed request in flight and its
+// last one started at least a millisecond ago, so a request-heavy client
+// reads the clock for few of its requests. Picks that come microseconds
+// apart decay estimates against a clock reading up to a few microseconds
+// old. Picks allocate nothing.
 type PeakEWMA struct {
 	set   *endpointSet
-	decay decay
-	dones sync.Pool // of *timedDone
-}
-
-// timedDone is the done function of one PeakEWMA pick, reused through a
-// pool once it has been called.
-type timedDone struct {
-	p     *PeakEWMA
-	ep    *endpoint
-	start int64
-	fn    func(error) // d.finish, bound once
+	clock coarseClock
 }
 
 // NewPeakEWMA returns a latency-aware power-of-two-choices balancer. See
 // WithDecay and WithDefaultLatency.
 func NewPeakEWMA(endpoints []Endpoint, opts ...Option) *PeakEWMA {
 	p := &PeakEWMA{set: newEndpointSet(opts)}
-	p.decay = decay{nanos: int64(p.set.cfg.decay), inverse: 1 / float64(p.set.cfg.decay)}
-	p.dones.New = func() any {
-		d := &timedDone{p: p}
-		d.fn = d.finish
-		return d
-	}
 	p.Update(endpoints)
 	return p
 }
 
 // Pick returns the cheaper of two distinct random endpoints that are not
-// ejected. The done function it returns must be called exactly once: it is
-// reused for a later pick after that.
+// ejected.
 func (p *PeakEWMA) Pick(context.Context) (string, func(error), error) {
 	snap := p.set.snap.Load()
 	eps := snap.healthy
 	if len(eps) == 0 {
 		return "", noDone, ErrNoEndpoints
 	}
-	now := mono()
+	now, fresh := p.clock.now()
 	var ep *endpoint
 	if snap.rampUntil != 0 {
 		ep = p.set.pickRamping(snap, func(eps []*endpoint, avoid *endpoint) *endpoint { return p.choose(eps, now, avoid) })
 	} else {
 		ep = p.choose(eps, now, nil)
 	}
-	addr, _, _ := ep.pick()
-	d := p.dones.Get().(*timedDone)
-	d.ep, d.start = ep, now
-	return addr, d.fn, nil
+	addr, done, _ := ep.pick()
+	if start, ok := ep.latency.startSample(now, fresh, p.set.cfg.decay.nanos); ok {
+		if !fresh {
+			p.clock.record(start)
+		}
+		done = ep.sampleDone
+	}
+	return addr, done, nil
 }
 
-// finish ends the request: it records the latency of a success, returns d
-// to the pool, and reports the outcome to the endpoint.
-func (d *timedDone) finish(err error) {
-	ep, start, p := d.ep, d.start, d.p
-	d.ep = nil
-	p.dones.Put(d)
-	if err == nil {
+// finishSample ends a timed request: it records the latency of a success
+// and reports the outcome to the endpoint.
+func (ep *endpoint) finishSample(err error) {
+	if start, ok := ep.latency.endSample(); ok && err == nil {
 		now := mono()
-		ep.latency.observe(time.Duration(now-start), now, &p.decay)
+		ep.latency.observe(time.Duration(now-start), now, &ep.set.cfg.decay)
 	}
 	ep.finish(err)
 }
@@ -192,7 +221,7 @@ func (p *PeakEWMA) cheaper(a, b *endpoint, now int64) *endpoint {
 func (p *PeakEWMA) cost(ep *endpoint, now int64) float64 {
 	c := &p.set.cfg
 	pending := float64(ep.inflight.Load())
-	v := ep.latency.decayed(now, &p.decay)
+	v := ep.latency.decayed(now, &c.decay)
 	if v == 0 {
 		if pending == 0 {
 			return 0
