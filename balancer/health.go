@@ -97,14 +97,19 @@ type endpoint struct {
 	readmitted  int64 // mono time of the last re-admission
 	ejectionEnd int64 // mono time the current ejection ends
 
-	// ep.finish and ep.finishSample, bound once so that picks allocate
-	// nothing.
-	done, sampleDone func(error)
+	// ep.finish, and ep.finishSample for each parity of a sample (see
+	// latency.sample), bound once so that picks allocate nothing.
+	done       func(error)
+	sampleDone [2]func(error)
 }
 
 func newEndpoint(s *endpointSet, address string) *endpoint {
 	ep := &endpoint{address: address, set: s}
-	ep.done, ep.sampleDone = ep.finish, ep.finishSample
+	ep.done = ep.finish
+	ep.sampleDone = [2]func(error){
+		func(err error) { ep.finishSample(0, err) },
+		func(err error) { ep.finishSample(1, err) },
+	}
 	return ep
 }
 

@@ -41,12 +41,20 @@ func WithDefaultLatency(d time.Duration) Option {
 type latency struct {
 	bits  atomic.Uint64 // float64 nanoseconds; 0 until the first sample
 	stamp atomic.Int64  // mono time of the last sample
-	// sample is the mono start time of the endpoint's timed request while
-	// it is in flight, minus that time once it has ended, and 0 before the
-	// first: at most one request per endpoint is timed at a time, so its
-	// start needs no per-request memory.
+	// sample is the endpoint's timed request: its start time (mono, to
+	// within 8 ns) with the sample bits below in the low three bits, or 0
+	// before the first. At most one request per endpoint is timed at a
+	// time, so its start needs no per-request memory.
 	sample atomic.Int64
 }
+
+// The low bits of latency.sample.
+const (
+	sampleParity    = 1 << iota // which of the endpoint's two sample dones the sample's request got
+	sampleAbandoned             // a request taken over by the sample, with the other parity, has not called done
+	sampleInFlight              // the sample's request has not called done
+	sampleBits      = sampleParity | sampleAbandoned | sampleInFlight
+)
 
 // sampleSpacing is the least time between the starts of two timed requests
 // to one endpoint. Timing every request would read the clock twice per
@@ -55,30 +63,54 @@ type latency struct {
 const sampleSpacing = time.Millisecond
 
 // startSample starts timing a request picked at now (a coarse reading,
-// fresh if it was just read from the clock) if the endpoint has no timed request in flight and its last one started at
-// least sampleSpacing ago, and returns the exact start time. A timed
-// request out for longer than abandonAfter is taken to be abandoned (its
-// done never called), and a new one takes its place; if its done comes
-// after all, it ends the newer sample early, which costs one sample.
-func (l *latency) startSample(now int64, fresh bool, abandonAfter int64) (start int64, ok bool) {
+// fresh if it was just read from the clock) if the endpoint has no timed
+// request in flight and its last one started at least sampleSpacing ago.
+// It returns the parity of the sample, which selects the done function
+// that ends it. A timed request out for longer than abandonAfter is taken
+// to be abandoned (its done never called, or not yet), and a new one takes
+// its place with the other parity, so that the old one's done, if it comes,
+// is known for what it is and ignored. While such a done is outstanding,
+// no second takeover is made, since a third request would need a third
+// parity.
+func (l *latency) startSample(now int64, fresh bool, abandonAfter int64) (parity int64, ok bool) {
 	v := l.sample.Load()
+	start := v &^ sampleBits
+	next := v & (sampleParity | sampleAbandoned)
 	switch {
-	case v > 0 && now-v < abandonAfter: // one in flight
-		return 0, false
-	case v < 0 && now+v < int64(sampleSpacing): // the last one began -v
+	case v&sampleInFlight != 0:
+		if now-start < abandonAfter || v&sampleAbandoned != 0 {
+			return 0, false
+		}
+		next = (v ^ sampleParity) | sampleAbandoned // take over
+	case v != 0 && now-start < int64(sampleSpacing):
 		return 0, false
 	}
 	if !fresh {
 		now = mono()
 	}
-	return now, l.sample.CompareAndSwap(v, now)
+	next = next&(sampleParity|sampleAbandoned) | now&^sampleBits | sampleInFlight
+	return next & sampleParity, l.sample.CompareAndSwap(v, next)
 }
 
-// endSample ends the timed request in flight and returns its start time,
-// or false if there is none (it was taken over, see startSample).
-func (l *latency) endSample() (start int64, ok bool) {
-	v := l.sample.Load()
-	return v, v > 0 && l.sample.CompareAndSwap(v, -v)
+// endSample ends the sample of the given parity and returns its start
+// time; or, for the done of a request that a takeover replaced, notes that
+// it came and returns false.
+func (l *latency) endSample(parity int64) (start int64, ok bool) {
+	for {
+		v := l.sample.Load()
+		switch {
+		case v&sampleInFlight != 0 && v&sampleParity == parity:
+			if l.sample.CompareAndSwap(v, v&^sampleInFlight) {
+				return v &^ sampleBits, true
+			}
+		case v&sampleAbandoned != 0 && v&sampleParity != parity:
+			if l.sample.CompareAndSwap(v, v&^sampleAbandoned) {
+				return 0, false
+			}
+		default:
+			return 0, false // a done called twice
+		}
+	}
 }
 
 // decayed returns the estimate at now, or 0 if there is none: no sample
@@ -172,19 +204,20 @@ func (p *PeakEWMA) Pick(context.Context) (string, func(error), error) {
 		ep = p.choose(eps, now, nil)
 	}
 	addr, done, _ := ep.pick()
-	if start, ok := ep.latency.startSample(now, fresh, p.set.cfg.decay.nanos); ok {
+	if parity, ok := ep.latency.startSample(now, fresh, p.set.cfg.decay.nanos); ok {
 		if !fresh {
-			p.clock.record(start)
+			p.clock.record(ep.latency.sample.Load() &^ sampleBits)
 		}
-		done = ep.sampleDone
+		done = ep.sampleDone[parity]
 	}
 	return addr, done, nil
 }
 
-// finishSample ends a timed request: it records the latency of a success
-// and reports the outcome to the endpoint.
-func (ep *endpoint) finishSample(err error) {
-	if start, ok := ep.latency.endSample(); ok && err == nil {
+// finishSample ends a timed request whose sample has the given parity: it
+// records the latency of a success and reports the outcome to the
+// endpoint.
+func (ep *endpoint) finishSample(parity int64, err error) {
+	if start, ok := ep.latency.endSample(parity); ok && err == nil {
 		now := mono()
 		ep.latency.observe(time.Duration(now-start), now, &ep.set.cfg.decay)
 	}
