@@ -104,6 +104,10 @@ type bucket struct {
 	handles   []Conn
 	batchSize int
 
+	// retryTokens is the address's retry budget, in retries: each
+	// checkout pays in, each retry takes one out (budget.go).
+	retryTokens float64
+
 	counters Counters
 }
 
@@ -193,6 +197,7 @@ func (b *bucket) acquire(now int64, fresh bool) (c *Conn, w *waiter, gen uint32,
 	if now > b.now {
 		b.now = now
 	}
+	b.depositLocked()
 	// The common case: the newest idle conn is usable and no LRU is kept.
 	if n := len(b.idle) - 1; !fresh && n >= 0 {
 		ic := &b.idle[n]

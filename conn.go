@@ -33,6 +33,25 @@ type Conn struct {
 	idle   int64     // nanoseconds the conn sat idle before this checkout
 	reused bool
 	probed bool // pc.probe != nil, kept here so the hit path need not read pc
+	// io records whether a byte was written (sent) or read (received)
+	// through this handle, for Do's retry rules. Read and Write may run
+	// concurrently, hence an atomic; each sets its bit once. With the two
+	// bools it fills one word, so a handle stays 32 bytes.
+	io atomic.Uint32
+}
+
+// The bits of Conn.io.
+const (
+	sentBit     = 1 << iota // a Write wrote at least one byte
+	receivedBit             // a Read read at least one byte
+)
+
+// mark sets bit in c.io, reading first: the bit is set by the first I/O of
+// the checkout, and later calls only load.
+func (c *Conn) mark(bit uint32) {
+	if c.io.Load()&bit == 0 {
+		c.io.Or(bit)
+	}
 }
 
 // load returns the handle's pconn, or nil once the handle has ended.
@@ -95,7 +114,11 @@ func (c *Conn) Read(p []byte) (int, error) {
 	if pc == nil {
 		return 0, ErrConnClosed
 	}
-	return pc.nc.Read(p)
+	n, err := pc.nc.Read(p)
+	if n > 0 {
+		c.mark(receivedBit)
+	}
+	return n, err
 }
 
 // Write writes to the connection. It returns [ErrConnClosed] after Close or
@@ -105,7 +128,11 @@ func (c *Conn) Write(p []byte) (int, error) {
 	if pc == nil {
 		return 0, ErrConnClosed
 	}
-	return pc.nc.Write(p)
+	n, err := pc.nc.Write(p)
+	if n > 0 {
+		c.mark(sentBit)
+	}
+	return n, err
 }
 
 // SetDeadline sets the read and write deadlines of the connection. It returns
@@ -165,6 +192,16 @@ func (c *Conn) RemoteAddr() net.Addr {
 // whether the failure may be a stale connection, so that retrying on a fresh
 // one (from [Pool.New]) is worth it.
 func (c *Conn) Reused() bool { return c.reused }
+
+// Sent reports whether a byte was written to the connection through this
+// handle. A request that failed before it sent anything cannot have reached
+// the server, so retrying it is always safe.
+func (c *Conn) Sent() bool { return c.io.Load()&sentBit != 0 }
+
+// Received reports whether a byte was read from the connection through this
+// handle. Once part of a response has been read, a request is never
+// retried: the server answered it.
+func (c *Conn) Received() bool { return c.io.Load()&receivedBit != 0 }
 
 // IdleTime returns how long a reused connection sat idle before this
 // checkout, and 0 for a new one. It comes from the pool's clock readings.

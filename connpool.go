@@ -25,7 +25,8 @@
 //
 // # Locking
 //
-// Lock order: registry.mu, then bucket.mu, then idleLRU.mu. A goroutine holds
+// Lock order: registry.mu, then bucket.mu, then idleLRU.mu or
+// retryFloor.mu. A goroutine holds
 // at most one bucket.mu at a time. No lock is ever held while dialing or
 // closing a socket: conns to close are collected under the lock and closed
 // after it is released.
@@ -112,6 +113,10 @@ type options struct {
 	validator   func(net.Conn) error
 	validateAge time.Duration
 	clock       func() int64 // replaced by tests in this package
+
+	retryShare     float64
+	retryPerSecond int
+	retryBudgetSet bool
 }
 
 // WithDialContext sets a dial function that honours a context. When it is
@@ -208,6 +213,11 @@ type Pool struct {
 	validator   func(net.Conn) error // nil for none
 	validateAge int64                // nanoseconds of idleness before validator runs
 
+	// retryDeposit is what each checkout pays into its address's retry
+	// budget, and retryFloor the pool-wide floor (budget.go).
+	retryDeposit float64
+	retryFloor   retryFloor
+
 	// clock returns monotonic nanoseconds since the pool was created. Tests
 	// in this package replace it. needClock says whether checkouts read it;
 	// stampReturns says whether Close reads it for every conn (it also does
@@ -247,7 +257,7 @@ type Pool struct {
 // New starts the cleaner goroutine; [Pool.Close] stops it. Errors wrap
 // [ErrInvalidConfig].
 func New(dial Dial, capacity int, timeout time.Duration, opts ...Option) (*Pool, error) {
-	var o options
+	o := options{retryShare: 0.2, retryPerSecond: 10}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -263,6 +273,7 @@ func New(dial Dial, capacity int, timeout time.Duration, opts ...Option) (*Pool,
 		{o.maxLifetime < 0, fmt.Sprintf("WithMaxLifetime(%v) is negative", o.maxLifetime)},
 		{o.waitTimeout < 0, fmt.Sprintf("WithWaitTimeout(%v) is negative", o.waitTimeout)},
 		{o.validateAge < 0, fmt.Sprintf("WithValidator minIdle %v is negative", o.validateAge)},
+		{o.checkRetryBudget() != "", o.checkRetryBudget()},
 	} {
 		if check.bad {
 			return nil, fmt.Errorf("%w: %s", ErrInvalidConfig, check.what)
@@ -285,6 +296,8 @@ func New(dial Dial, capacity int, timeout time.Duration, opts ...Option) (*Pool,
 		done:        make(chan struct{}),
 	}
 	p.stampReturns = o.maxLifetime > 0 || o.validator != nil
+	p.retryDeposit = o.retryShare / (1 + o.retryShare)
+	p.retryFloor = retryFloor{perSecond: float64(o.retryPerSecond), tokens: float64(o.retryPerSecond)}
 	p.buckets.pool = p
 	if o.maxIdle > 0 {
 		p.lru = &idleLRU{max: o.maxIdle}
@@ -307,7 +320,7 @@ func New(dial Dial, capacity int, timeout time.Duration, opts ...Option) (*Pool,
 // Calling Close on it returns it to the pool. At a [WithMaxActive] cap, Get
 // waits for a conn or a slot, for at most the [WithWaitTimeout] duration.
 func (p *Pool) Get(address string) (net.Conn, error) {
-	return p.checkout(context.Background(), address, false)
+	return asNetConn(p.checkout(context.Background(), address, false))
 }
 
 // GetContext is like [Pool.Get] but gives up when ctx is done, returning
@@ -317,7 +330,7 @@ func (p *Pool) GetContext(ctx context.Context, address string) (net.Conn, error)
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	return p.checkout(ctx, address, false)
+	return asNetConn(p.checkout(ctx, address, false))
 }
 
 // New dials a fresh conn to address, ignoring idle ones. Use it to retry
@@ -327,7 +340,7 @@ func (p *Pool) GetContext(ctx context.Context, address string) (net.Conn, error)
 // counts against [WithMaxActive] and waits at the cap as Get does, for a slot
 // rather than a returned conn.
 func (p *Pool) New(address string) (net.Conn, error) {
-	return p.checkout(context.Background(), address, true)
+	return asNetConn(p.checkout(context.Background(), address, true))
 }
 
 // NewContext is like [Pool.New] but gives up when ctx is done, as
@@ -336,7 +349,16 @@ func (p *Pool) NewContext(ctx context.Context, address string) (net.Conn, error)
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	return p.checkout(ctx, address, true)
+	return asNetConn(p.checkout(ctx, address, true))
+}
+
+// asNetConn returns the result of a checkout as a net.Conn: nil, and not a
+// nil *Conn, on error.
+func asNetConn(c *Conn, err error) (net.Conn, error) {
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
 }
 
 // mustBeNew panics with a clear message if p was not created by New.
@@ -347,7 +369,7 @@ func (p *Pool) mustBeNew() {
 }
 
 // checkout serves Get and New (fresh): a reused conn, a dial, or a wait.
-func (p *Pool) checkout(ctx context.Context, address string, fresh bool) (net.Conn, error) {
+func (p *Pool) checkout(ctx context.Context, address string, fresh bool) (*Conn, error) {
 	p.mustBeNew()
 	if p.closed.Load() {
 		return nil, ErrClosed
@@ -414,7 +436,7 @@ func (p *Pool) validate(c *Conn, pc *pconn) bool {
 
 // wait parks a checkout at an address at its active cap until it is handed
 // a conn or a slot, the pool closes, ctx ends or the wait timeout runs out.
-func (p *Pool) wait(ctx context.Context, b *bucket, w *waiter) (net.Conn, error) {
+func (p *Pool) wait(ctx context.Context, b *bucket, w *waiter) (*Conn, error) {
 	start := time.Now()
 	var expired <-chan time.Time
 	if p.waitTimeout > 0 {

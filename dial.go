@@ -14,7 +14,7 @@ import (
 // Once Pool.Close has begun no dial starts: the slot is given back and the
 // caller gets ErrClosed. If the dial function panics, the slot is freed and
 // the panic goes on.
-func (p *Pool) dialFor(ctx context.Context, b *bucket, gen uint32) (net.Conn, error) {
+func (p *Pool) dialFor(ctx context.Context, b *bucket, gen uint32) (*Conn, error) {
 	if p.closed.Load() {
 		b.mu.Lock()
 		b.cancelDialLocked()
@@ -136,7 +136,7 @@ type pendingDial struct {
 // dialDetached dials in a goroutine of its own and waits for it or for ctx.
 // If ctx ends first, the caller gets ctx.Err() and the conn, once dialed,
 // goes to the next waiter or the idle stack instead of being wasted.
-func (p *Pool) dialDetached(ctx context.Context, b *bucket, gen uint32) (net.Conn, error) {
+func (p *Pool) dialDetached(ctx context.Context, b *bucket, gen uint32) (*Conn, error) {
 	pd := &pendingDial{done: make(chan struct{})}
 	dctx, cancel := p.detachedContext(ctx)
 	go func() {

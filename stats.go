@@ -50,6 +50,12 @@ type Counters struct {
 	ClosedForNew int64 `json:"closed_for_new"`
 	// Released counts conns closed with Conn.Release.
 	Released int64 `json:"released"`
+	// Retries counts retries that the retry budget let go (Do,
+	// balancer.Pool and SpendRetry), under the address whose request
+	// failed.
+	Retries int64 `json:"retries"`
+	// RetryBudgetExhausted counts retries the retry budget refused.
+	RetryBudgetExhausted int64 `json:"retry_budget_exhausted"`
 }
 
 func (c *Counters) add(o Counters) {
@@ -67,6 +73,8 @@ func (c *Counters) add(o Counters) {
 	c.ClosedDeadAtCheckout += o.ClosedDeadAtCheckout
 	c.ClosedValidatorFailed += o.ClosedValidatorFailed
 	c.Released += o.Released
+	c.Retries += o.Retries
+	c.RetryBudgetExhausted += o.RetryBudgetExhausted
 }
 
 // DestinationStats describes the conns of one address.
