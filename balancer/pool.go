@@ -67,7 +67,10 @@ func NewPool(p *connpool.Pool, b Balancer, opts ...PoolOption) *Pool {
 
 // Get picks an address and returns a conn to it. If the dial fails, the
 // failure is reported to the balancer and Get picks again, skipping
-// addresses that already failed in this call, up to the attempt limit. The
+// addresses that already failed in this call, up to the attempt limit and
+// within the retry budget (see connpool.WithRetryBudget) of the address
+// that failed, so that a dead cluster is not dialed several times per
+// request. The
 // conn is a *Conn, which wraps a *connpool.Conn: Close reports success,
 // CloseWithError the outcome it is given, and Release failure to the
 // balancer.
@@ -78,9 +81,22 @@ func NewPool(p *connpool.Pool, b Balancer, opts ...PoolOption) *Pool {
 // are reported as ErrPickNotUsed, neither success nor failure, so that a
 // pool short of conns does not eject the healthy backends it waits for.
 func (bp *Pool) Get(ctx context.Context) (net.Conn, error) {
-	var failed []string
+	c, err := bp.get(ctx, nil)
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// get serves Get: it picks an address not in failed and checks out a conn
+// to it, moving on to another address when a dial fails, up to the attempt
+// limit and within the retry budget of the address that failed.
+func (bp *Pool) get(ctx context.Context, failed []string) (*Conn, error) {
 	var lastErr error
 	for attempt := 0; attempt < bp.attempts; attempt++ {
+		if lastErr != nil && !bp.p.SpendRetry(failed[len(failed)-1]) {
+			return nil, lastErr
+		}
 		addr, done, err := bp.pickExcluding(ctx, failed)
 		if err != nil {
 			if lastErr != nil {
@@ -88,7 +104,7 @@ func (bp *Pool) Get(ctx context.Context) (net.Conn, error) {
 			}
 			return nil, err
 		}
-		c, err := bp.checkout(ctx, addr, done)
+		c, err := bp.checkout(ctx, addr, done, false)
 		if err == nil {
 			return &Conn{Conn: c.(*connpool.Conn), done: done, bp: bp}, nil
 		}
@@ -106,14 +122,18 @@ func (bp *Pool) Get(ctx context.Context) (net.Conn, error) {
 // checkout checks out a conn to addr for a pick whose done is given. If the
 // dial function or validator panics on this goroutine, the pick is ended as
 // unused before the panic goes on, so it does not stay counted in flight.
-func (bp *Pool) checkout(ctx context.Context, addr string, done func(error)) (net.Conn, error) {
+func (bp *Pool) checkout(ctx context.Context, addr string, done func(error), fresh bool) (net.Conn, error) {
 	returned := false
 	defer func() {
 		if !returned {
 			done(ErrPickNotUsed)
 		}
 	}()
-	c, err := bp.p.GetContext(ctx, addr)
+	get := bp.p.GetContext
+	if fresh {
+		get = bp.p.NewContext
+	}
+	c, err := get(ctx, addr)
 	returned = true
 	return c, err
 }
