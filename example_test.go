@@ -2,6 +2,7 @@ package connpool_test
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"log"
@@ -171,4 +172,57 @@ func ExamplePool_Close() {
 	// <nil>
 	// true
 	// connpool: pool closed
+}
+
+// Do checks out a conn, runs the request and ends the checkout itself. A
+// request that fails on a reused conn the server closed is sent again on a
+// fresh one, when that is safe; here the backend restarts between two
+// requests, and the second still succeeds.
+func ExamplePool_Do() {
+	srv, err := testnet.ListenEcho()
+	if err != nil {
+		log.Fatal(err)
+	}
+	dial := func(address string) (net.Conn, error) { return net.Dial("tcp", address) }
+	// The liveness check would find the dead conn before the request; it is
+	// off here to show the retry.
+	pool, err := connpool.New(dial, 16, time.Minute, connpool.WithoutLivenessCheck())
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer pool.Close()
+
+	addr := srv.Addr()
+	echo := func(c *connpool.Conn) error {
+		if _, err := fmt.Fprintf(c, "hello\n"); err != nil {
+			return err
+		}
+		reply, err := bufio.NewReader(c).ReadString('\n')
+		if err != nil {
+			return err
+		}
+		fmt.Print(reply)
+		return nil
+	}
+	ctx := context.Background()
+	if err := pool.Do(ctx, addr, echo, connpool.Idempotent()); err != nil {
+		log.Fatal(err)
+	}
+
+	// The backend restarts: the idle conn dies with it.
+	srv.Close()
+	srv2, err := testnet.ListenEchoOn(addr)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer srv2.Close()
+
+	if err := pool.Do(ctx, addr, echo, connpool.Idempotent()); err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("retries:", pool.Stats().Retries)
+	// Output:
+	// hello
+	// hello
+	// retries: 1
 }
