@@ -160,7 +160,10 @@ type DoError struct {
 }
 
 func (e *DoError) Error() string {
-	s := "connpool: " + e.Address + ": "
+	s := "connpool: "
+	if e.Address != "" {
+		s += e.Address + ": "
+	}
 	if e.Attempts > 1 {
 		s += strconv.Itoa(e.Attempts) + " attempts, last: "
 	}

@@ -51,6 +51,7 @@ func (bp *Pool) Do(ctx context.Context, fn func(c *Conn) error, opts ...connpool
 		addr := c.Address()
 		err = c.run(fn)
 		if err == nil {
+			c.end(false, nil)
 			return nil
 		}
 		var clean *connpool.CleanError

@@ -181,8 +181,10 @@ func TestPoolMovesAKeyedRequestOnWhenItsBackendIsDown(t *testing.T) {
 }
 
 // TestPoolBackendDiesUnderConcurrentLoad kills one of four backends while
-// eight clients send requests. Clients follow the README's advice: a request
-// that fails on a reused conn is retried once on another. No request fails.
+// eight clients send idempotent requests through Do, which retries a request
+// whose conn broke before any reply: on a fresh conn to the same backend
+// for a stale reused conn, and on another backend for a fresh conn that the
+// dying backend accepted and reset. No request fails.
 func TestPoolBackendDiesUnderConcurrentLoad(t *testing.T) {
 	servers, eps := startBackends(t, 4)
 	dead := servers[2]
@@ -192,22 +194,9 @@ func TestPoolBackendDiesUnderConcurrentLoad(t *testing.T) {
 	bp.Update(eps)
 
 	request := func(msg string) error {
-		for attempt := 0; ; attempt++ {
-			c, err := bp.Get(context.Background())
-			if err != nil {
-				return err
-			}
-			bc := c.(*balancer.Conn)
-			if err := testnet.RoundTrip(bc, msg); err != nil {
-				reused := bc.Reused()
-				bc.Release()
-				if reused && attempt == 0 {
-					continue // possibly stale: retry once
-				}
-				return err
-			}
-			return bc.Close()
-		}
+		return bp.Do(context.Background(), func(c *balancer.Conn) error {
+			return testnet.RoundTrip(c, msg)
+		}, connpool.Idempotent())
 	}
 
 	var (
