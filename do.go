@@ -41,8 +41,9 @@ type DoPolicy struct {
 // retry it on another backend after a fresh conn failed.
 func Idempotent() DoOption { return DoOption{kind: doIdempotent} }
 
-// WithRetries sets the most retries of a request (default 1). Values below
-// 0 mean 0: no retry.
+// WithRetries sets the most retries of a request on a fresh conn to the
+// same address (default 1); balancer.Pool.Do may add one on another
+// backend, unless n is 0. Values below 0 mean 0: no retry at all.
 func WithRetries(n int) DoOption { return DoOption{kind: doRetries, retries: max(n, 0)} }
 
 // NewDoPolicy returns the policy opts make, starting from the defaults.

@@ -23,7 +23,7 @@ var errNilFunc = errors.New("balancer: Do called with a nil function")
 // failed with a connection error on a fresh conn, before any byte of the
 // response, is sent once to another backend, as Envoy's retry_on
 // "reset,connect-failure" does: a backend that died mid-request can fail
-// fresh conns too. A failed dial moves to another backend as Get does.
+// fresh conns too. connpool.WithRetries(0) turns both kinds off. A failed dial moves to another backend as Get does.
 // Every retry, of either kind, is paid from the retry budget of the address
 // that failed (connpool.WithRetryBudget).
 //
@@ -55,14 +55,22 @@ func (bp *Pool) Do(ctx context.Context, fn func(c *Conn) error, opts ...connpool
 			return nil
 		}
 		var clean *connpool.CleanError
-		switch {
-		case errors.As(err, &clean):
+		if errors.As(err, &clean) {
 			c.end(false, cleanOutcome(clean))
-		case retries < dp.Retries && dp.CanRetry(ctx, c.Conn, err) && bp.p.SpendRetry(addr):
+			return &connpool.DoError{Address: addr, Attempts: attempt, Err: err}
+		}
+		// Which retry applies, if any, is decided first, so that the
+		// budget is asked once.
+		same := retries < dp.Retries && dp.CanRetry(ctx, c.Conn, err)
+		elsewhere := !same && !movedOn && dp.Retries > 0 && dp.CanRetryElsewhere(ctx, c.Conn, err)
+		switch {
+		case (same || elsewhere) && !bp.p.SpendRetry(addr):
+			c.end(true, outcome(ctx, err))
+		case same:
 			retries++
 			c, err = bp.retrySame(ctx, c, &failed)
 			continue
-		case !movedOn && dp.CanRetryElsewhere(ctx, c.Conn, err) && bp.p.SpendRetry(addr):
+		case elsewhere:
 			movedOn = true
 			c.end(true, err)
 			failed = append(failed, addr)
