@@ -23,9 +23,10 @@ import (
 // WithRetryBudget sets the retry budget of Do and of balancer.Pool: retries
 // may add at most share of the checkouts (0.2: one retry per five
 // requests), plus perSecond retries per second across the pool for
-// addresses with few requests. An address banks at most
-// maxBankedRetries retries, so a long healthy spell does not pay for a
-// storm later. A retry the budget refuses is not made; Do returns the
+// addresses with few requests. An address banks at most 100 retries (at
+// 0.2, what its last 600 requests paid in), enough for the burst of
+// failures of a backend that dies under load, while a long healthy spell
+// does not pay for a storm later. A retry the budget refuses is not made; Do returns the
 // error, and the refusal is counted in RetryBudgetExhausted.
 //
 // Defaults: share 0.2, perSecond 10. A share of 0 and perSecond of 0 turn
@@ -39,8 +40,10 @@ func WithRetryBudget(share float64, perSecond int) Option {
 	}
 }
 
-// maxBankedRetries is the most retries an address can bank.
-const maxBankedRetries = 10
+// maxBankedRetries is the most retries an address can bank. Finagle's
+// budget banks what 10 s of requests paid in; counting requests rather
+// than time keeps the clock off the hit path.
+const maxBankedRetries = 100
 
 // checkRetryBudget returns why the budget options are invalid, or "".
 func (o *options) checkRetryBudget() string {
