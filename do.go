@@ -43,7 +43,11 @@ func Idempotent() DoOption { return DoOption{kind: doIdempotent} }
 
 // WithRetries sets the most retries of a request on a fresh conn to the
 // same address (default 1); balancer.Pool.Do may add one on another
-// backend, unless n is 0. Values below 0 mean 0: no retry at all.
+// backend, unless n is 0. Values below 0 mean 0: no retry at all. Since
+// only a failure on a reused conn is retried, and a retry runs on a fresh
+// one, Pool.Do retries at most once whatever n is; a higher n counts in
+// balancer.Pool.Do, where a request moved to another backend may meet a
+// stale reused conn there.
 func WithRetries(n int) DoOption { return DoOption{kind: doRetries, retries: max(n, 0)} }
 
 // NewDoPolicy returns the policy opts make, starting from the defaults.
