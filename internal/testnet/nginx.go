@@ -325,9 +325,10 @@ func RawGet(rw io.ReadWriter) (*RawResponse, error) {
 	return resp, nil
 }
 
-// noEOF turns io.EOF, met within a response, into io.ErrUnexpectedEOF.
+// noEOF turns io.EOF, met within a response or reply, into
+// io.ErrUnexpectedEOF.
 func noEOF(err error) error {
-	if err == io.EOF {
+	if errors.Is(err, io.EOF) {
 		return io.ErrUnexpectedEOF
 	}
 	return err

@@ -337,7 +337,7 @@ func readRedisValue(r *bufio.Reader, depth int) (RedisReply, error) {
 		}
 		buf := make([]byte, n+2)
 		if _, err := io.ReadFull(r, buf); err != nil {
-			return RedisReply{}, noRedisEOF(err)
+			return RedisReply{}, noEOF(err)
 		}
 		if buf[n] != '\r' || buf[n+1] != '\n' {
 			return RedisReply{}, errors.New("testnet: RESP bulk string not ended by CRLF")
@@ -394,13 +394,4 @@ func readRedisLine(r *bufio.Reader) (string, error) {
 			return "", err
 		}
 	}
-}
-
-// noRedisEOF turns an end of stream inside a reply into
-// io.ErrUnexpectedEOF.
-func noRedisEOF(err error) error {
-	if errors.Is(err, io.EOF) {
-		return io.ErrUnexpectedEOF
-	}
-	return err
 }
