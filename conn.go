@@ -107,6 +107,14 @@ func (c *Conn) Release() error {
 	return c.info.b.release(pc.nc)
 }
 
+// releaseIfHeld releases the conn unless its checkout has ended. Handles
+// are never reused, so on an ended handle it does nothing.
+func (c *Conn) releaseIfHeld() {
+	if c.load() != nil {
+		_ = c.Release()
+	}
+}
+
 // Read reads from the connection. It returns [ErrConnClosed] after Close or
 // Release.
 func (c *Conn) Read(p []byte) (int, error) {

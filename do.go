@@ -200,53 +200,71 @@ var errNilFunc = errors.New("connpool: Do called with a nil function")
 // many attempts ran and wraps the last attempt's error. Do allocates
 // nothing when fn succeeds.
 func (p *Pool) Do(ctx context.Context, address string, fn func(c *Conn) error, opts ...DoOption) error {
-	p.mustBeNew()
 	if fn == nil {
+		p.mustBeNew()
 		return &DoError{Address: address, Attempts: 0, Err: errNilFunc}
 	}
+	// The first attempt is [Pool.attempt] and [runChecked] written out,
+	// so that a success costs two calls less and touches neither the
+	// options nor the retry state.
+	if err := ctx.Err(); err != nil {
+		return &DoError{Address: address, Attempts: 1, Err: err}
+	}
+	c, err := p.checkout(ctx, address, false)
+	if err != nil {
+		return &DoError{Address: address, Attempts: 1, Err: err}
+	}
+	defer c.releaseIfHeld() // fn panicked or called runtime.Goexit
+	if err = fn(c); err == nil {
+		_ = c.Close()
+		return nil
+	}
+	endChecked(c, err)
+	return p.retry(ctx, address, fn, c, err, opts)
+}
+
+// retry decides, after attempt 1 on c failed with err, whether to try again
+// and how often, and returns the outcome of the last attempt.
+func (p *Pool) retry(ctx context.Context, address string, fn func(*Conn) error, c *Conn, err error, opts []DoOption) error {
 	dp := NewDoPolicy(opts...)
-	fresh := false
 	for attempt := 1; ; attempt++ {
-		conn, err := p.checkoutContext(ctx, address, fresh)
-		if err != nil {
+		if c == nil || attempt > dp.Retries || !dp.CanRetry(ctx, c, err) || !p.SpendRetry(address) {
 			return &DoError{Address: address, Attempts: attempt, Err: err}
 		}
-		err = runChecked(conn, fn)
-		if err == nil {
+		if c, err = p.attempt(ctx, address, true, fn); err == nil {
 			return nil
 		}
-		if attempt > dp.Retries || !dp.CanRetry(ctx, conn, err) || !p.SpendRetry(address) {
-			return &DoError{Address: address, Attempts: attempt, Err: err}
-		}
-		fresh = true
 	}
 }
 
-// checkoutContext is GetContext (fresh unset) or NewContext (set).
-func (p *Pool) checkoutContext(ctx context.Context, address string, fresh bool) (*Conn, error) {
+// attempt checks out a conn to address (fresh: a new dial, as New does) and
+// runs fn on it. When the checkout fails, c is nil and err is its error.
+func (p *Pool) attempt(ctx context.Context, address string, fresh bool, fn func(*Conn) error) (c *Conn, err error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	return p.checkout(ctx, address, fresh)
+	if c, err = p.checkout(ctx, address, fresh); err != nil {
+		return nil, err
+	}
+	return c, runChecked(c, fn)
 }
 
 // runChecked calls fn with c and ends c's checkout as Do describes. A
 // Close or Release error is not returned: the request's outcome is fn's.
 func runChecked(c *Conn, fn func(*Conn) error) error {
-	returned := false
-	defer func() {
-		if !returned { // fn panicked or called runtime.Goexit
-			_ = c.Release()
-		}
-	}()
+	defer c.releaseIfHeld() // fn panicked or called runtime.Goexit
 	err := fn(c)
-	returned = true
+	endChecked(c, err)
+	return err
+}
+
+// endChecked ends c's checkout after fn returned err, as Do describes.
+func endChecked(c *Conn, err error) {
 	if err == nil || isClean(err) {
 		_ = c.Close()
 	} else {
 		_ = c.Release()
 	}
-	return err
 }
 
 // isClean reports whether err was marked with Clean or CleanFailure.
