@@ -327,6 +327,7 @@ func (p *Pool) Get(address string) (net.Conn, error) {
 // ctx.Err(). With a done ctx it returns at once, without dialing or taking an
 // idle conn.
 func (p *Pool) GetContext(ctx context.Context, address string) (net.Conn, error) {
+	p.mustBeNew()
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -346,6 +347,7 @@ func (p *Pool) New(address string) (net.Conn, error) {
 // NewContext is like [Pool.New] but gives up when ctx is done, as
 // [Pool.GetContext] does.
 func (p *Pool) NewContext(ctx context.Context, address string) (net.Conn, error) {
+	p.mustBeNew()
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}

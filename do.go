@@ -200,8 +200,8 @@ var errNilFunc = errors.New("connpool: Do called with a nil function")
 // many attempts ran and wraps the last attempt's error. Do allocates
 // nothing when fn succeeds.
 func (p *Pool) Do(ctx context.Context, address string, fn func(c *Conn) error, opts ...DoOption) error {
+	p.mustBeNew()
 	if fn == nil {
-		p.mustBeNew()
 		return &DoError{Address: address, Attempts: 0, Err: errNilFunc}
 	}
 	// The first attempt is [Pool.attempt] and [runChecked] written out,

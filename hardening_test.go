@@ -246,16 +246,23 @@ func TestEndedHandlesKeepNoSocketReachable(t *testing.T) {
 func TestPoolUsedWithoutNewPanicsWithAClearMessage(t *testing.T) {
 	const want = "connpool: Pool used without New (nil or zero-value *Pool)"
 	ctx := context.Background()
+	done, cancel := context.WithCancel(ctx)
+	cancel()
+	ok := func(*connpool.Conn) error { return nil }
 	for name, p := range map[string]*connpool.Pool{"nil": nil, "zero": {}} {
 		for op, call := range map[string]func(){
-			"Get":        func() { _, _ = p.Get("a:1") },
-			"GetContext": func() { _, _ = p.GetContext(ctx, "a:1") },
-			"New":        func() { _, _ = p.New("a:1") },
-			"NewContext": func() { _, _ = p.NewContext(ctx, "a:1") },
-			"Warm":       func() { _ = p.Warm(ctx, "a:1", 1) },
-			"Drain":      func() { _ = p.Drain("a:1") },
-			"Stats":      func() { _ = p.Stats() },
-			"Close":      func() { _ = p.Close() },
+			"Do":               func() { _ = p.Do(ctx, "a:1", ok) },
+			"Do, done ctx":     func() { _ = p.Do(done, "a:1", ok) },
+			"Do, nil fn":       func() { _ = p.Do(ctx, "a:1", nil) },
+			"GetContext, done": func() { _, _ = p.GetContext(done, "a:1") },
+			"Get":              func() { _, _ = p.Get("a:1") },
+			"GetContext":       func() { _, _ = p.GetContext(ctx, "a:1") },
+			"New":              func() { _, _ = p.New("a:1") },
+			"NewContext":       func() { _, _ = p.NewContext(ctx, "a:1") },
+			"Warm":             func() { _ = p.Warm(ctx, "a:1", 1) },
+			"Drain":            func() { _ = p.Drain("a:1") },
+			"Stats":            func() { _ = p.Stats() },
+			"Close":            func() { _ = p.Close() },
 		} {
 			assert.PanicsWithValue(t, want, call, "%s pool: %s", name, op)
 		}
