@@ -26,13 +26,10 @@ type idleConn struct {
 // waiting for a slot.
 //
 // Idle stamps come from b.now, the latest clock reading the pool took for
-// this address (by Get, a dial or the cleaner), rather than from a clock read
-// in Close. That keeps Close free of a clock read on the hot path. A stamp is
-// never later than the real return time, so the age computed from it is never
-// too small: a conn is never kept past the timeout, though one returned after
-// a long hold on an otherwise quiet address may be judged up to one sweep
-// interval older than it is. With WithMaxLifetime, Close reads the clock
-// anyway and the stamps are exact.
+// this address, advanced to the coarse clock at every checkout and return
+// (clock.go). A stamp is never later than the real return time, so the age
+// computed from it is never too small, and it is earlier by at most the
+// coarse clock's lag.
 type bucket struct {
 	address string
 	pool    *Pool
@@ -131,17 +128,9 @@ func (b *bucket) newConnLocked(pc *pconn, info *connInfo, probed bool) *Conn {
 }
 
 // reuseLocked returns a handle for an idle conn being handed out, telling
-// whether it was reused and for how long it sat idle. now is the checkout's
-// clock reading, or 0 if the pool takes none; a conn the liveness check
-// applies to is about to cost a system call anyway, so it gets a reading of
-// its own.
+// whether it was reused and for how long it sat idle by the checkout's
+// clock reading now.
 func (b *bucket) reuseLocked(ic *idleConn, now int64) *Conn {
-	if now == 0 && ic.probed {
-		now = b.pool.clock()
-		if now > b.now {
-			b.now = now
-		}
-	}
 	c := b.newConnLocked(ic.pc, ic.info, ic.probed)
 	c.reused = true
 	if now > ic.since {
@@ -174,10 +163,12 @@ func (b *bucket) hasSlotLocked() bool {
 }
 
 // acquire serves a checkout. Unless fresh is set it first pops the most
-// recently returned idle conn that is still usable at now, taking the
-// unusable ones out of service on the way; they are closed in the
-// background, so the checkout does not wait on their Close. It returns
-// exactly one of:
+// recently returned idle conn that is still usable, taking the unusable
+// ones out of service on the way; they are closed in the background, so the
+// checkout does not wait on their Close. now is a coarse reading: the
+// newest idle conn is judged on it if it is far from every limit
+// (freshLocked), and on an exact reading otherwise. It returns exactly one
+// of:
 //   - c: a reused conn;
 //   - w: the address is at its limit; the caller waits on w;
 //   - err: errBucketDropped or ErrClosed;
@@ -198,17 +189,23 @@ func (b *bucket) acquire(now int64, fresh bool) (c *Conn, w *waiter, gen uint32,
 		b.now = now
 	}
 	b.depositLocked()
-	// The common case: the newest idle conn is usable and no LRU is kept.
+	// The common case: the newest idle conn is far from every limit and no
+	// LRU is kept.
 	if n := len(b.idle) - 1; !fresh && n >= 0 {
 		ic := &b.idle[n]
-		if ic.node == nil && (p.maxLifetime == 0 || now < ic.pc.deadline) &&
-			(p.timeout == 0 || now-ic.since < p.timeout) {
+		if ic.node == nil && b.freshLocked(ic, now) {
 			c = b.reuseLocked(ic, now)
 			*ic = idleConn{}
 			b.idle = b.idle[:n]
 			b.mu.Unlock()
 			return c, nil, 0, nil
 		}
+	}
+	if p.needClock && !fresh && len(b.idle) > 0 {
+		// Judge the idle conns on an exact reading. Reading the clock is
+		// no I/O; it costs what a short critical section does.
+		now = p.readClock()
+		b.now = max(b.now, now)
 	}
 	var discarded []net.Conn
 	for !fresh && len(b.idle) > 0 {
@@ -375,11 +372,7 @@ func (b *bucket) adoptLocked(pc *pconn, now int64) (toClose []net.Conn, victim *
 // put takes back the conn of a handle whose holder called Close, and returns
 // the socket's close error if the pool did not keep it.
 func (b *bucket) put(pc *pconn, info *connInfo, probed bool) error {
-	p := b.pool
-	var now int64
-	if p.stampReturns || probed {
-		now = p.clock()
-	}
+	now := b.pool.coarse.Load()
 	b.mu.Lock()
 	if now > b.now {
 		b.now = now

@@ -13,9 +13,7 @@ const sweepChunk = 256
 
 // sweepInterval returns how often the cleaner runs for an idle timeout and a
 // max lifetime, either of which may be 0 for none. A quarter of the shorter
-// closes an expired conn at most 1.25 × its limit after it expired, and
-// bounds how much older than it is a conn returned on a quiet address may be
-// judged (see bucket).
+// closes an expired conn at most 1.25 × its limit after it was returned.
 func sweepInterval(timeout, lifetime time.Duration) time.Duration {
 	d := timeout
 	if d == 0 || (lifetime > 0 && lifetime < d) {
@@ -27,17 +25,22 @@ func sweepInterval(timeout, lifetime time.Duration) time.Duration {
 	return max(d/4, time.Millisecond)
 }
 
-// runCleaner calls sweep every interval until the pool is closed.
-func (p *Pool) runCleaner(interval time.Duration) {
+// runCleaner renews the coarse clock every tick and sweeps every
+// sweepEvery ticks, until the pool is closed. It counts ticks rather than
+// compare readings so that a test's fake clock never sets off a sweep.
+func (p *Pool) runCleaner(tick time.Duration, sweepEvery int) {
 	defer close(p.done)
-	t := time.NewTicker(interval)
+	t := time.NewTicker(tick)
 	defer t.Stop()
-	for {
+	for ticks := 1; ; ticks++ {
 		select {
 		case <-p.stop:
 			return
 		case <-t.C:
-			p.sweep(p.clock())
+			now := p.readClock()
+			if ticks%sweepEvery == 0 {
+				p.sweep(now)
+			}
 		}
 	}
 }

@@ -212,12 +212,10 @@ func (c *Conn) Sent() bool { return c.io.Load()&sentBit != 0 }
 func (c *Conn) Received() bool { return c.io.Load()&receivedBit != 0 }
 
 // IdleTime returns how long a reused connection sat idle before this
-// checkout, and 0 for a new one. It comes from the pool's clock readings.
-// When the pool reads the clock on Get (with a timeout, a max lifetime or a
-// validator, or for a connection the built-in liveness check applies to) it
-// is never lower than the real idle time, and exact when Close read the
-// clock too (a max lifetime, a validator, or a checked connection).
-// Otherwise the pool reads no clock on the hit path and IdleTime is 0.
+// checkout, and 0 for a new one. It is measured on the pool's coarse clock,
+// so it may be off by up to one tick of the cleaner either way: a
+// sixteenth of the shorter of the idle timeout and the max lifetime, at
+// least 1 ms and at most 250 ms, or 1 s for a pool with neither.
 func (c *Conn) IdleTime() time.Duration { return time.Duration(c.idle) }
 
 // Address returns the destination address the connection is bound to: the

@@ -113,6 +113,7 @@ type options struct {
 	validator   func(net.Conn) error
 	validateAge time.Duration
 	clock       func() int64 // replaced by tests in this package
+	onPool      func(*Pool)  // tests in this package: called with the new pool
 
 	retryShare     float64
 	retryPerSecond int
@@ -166,8 +167,9 @@ func WithMaxIdle(n int) Option {
 // a random jitter of up to 10% of d, fixed when it is dialed, so conns dialed
 // together do not all expire together. Conns past their lifetime are closed
 // when returned (busy ones too), at the next Get of their address, and by the
-// cleaner. With a lifetime set, Close reads the clock. The default, 0, means
-// no limit. Negative d is rejected by [New].
+// cleaner. Like the idle timeout, the lifetime is judged without a clock
+// read on the hit path (see [New]). The default, 0, means no limit.
+// Negative d is rejected by [New].
 func WithMaxLifetime(d time.Duration) Option {
 	return func(o *options) { o.maxLifetime = d }
 }
@@ -219,12 +221,15 @@ type Pool struct {
 	retryFloor   retryFloor
 
 	// clock returns monotonic nanoseconds since the pool was created. Tests
-	// in this package replace it. needClock says whether checkouts read it;
-	// stampReturns says whether Close reads it for every conn (it also does
-	// for conns with a probe).
-	clock        func() int64
-	needClock    bool
-	stampReturns bool
+	// in this package replace it. coarse is the latest reading the pool
+	// took of it (clock.go): the hit path loads it instead of reading the
+	// clock. margin is how far from a limit a conn must be, on the coarse
+	// reading, to be reused without an exact one: two cleaner ticks.
+	// needClock says whether checkouts judge conns by the clock at all.
+	clock     func() int64
+	coarse    atomic.Int64
+	margin    int64
+	needClock bool
 
 	buckets registry
 	closed  atomic.Bool
@@ -252,6 +257,15 @@ type Pool struct {
 //     a conn that has been idle that long, and a background cleaner closes
 //     such conns within about 1.25 × timeout. Zero means idle conns never
 //     expire. Negative is rejected. There is no minimum.
+//
+// Get and Close read no clock: they judge idle times and lifetimes on a
+// coarse clock that the cleaner renews every tick (a sixteenth of the
+// shorter of timeout and [WithMaxLifetime], between 1 ms and 250 ms; 1 s
+// with neither), and take an exact reading for a conn within two ticks of a
+// limit. The guarantees above hold as long as the cleaner goroutine is not
+// kept from running for longer than a tick; after a longer stall (a
+// stopped process, a paused VM), a conn can be handed out past its limit by
+// up to the stall's length, until the cleaner's next tick.
 //   - dial may be nil only if [WithDialContext] is given.
 //
 // New starts the cleaner goroutine; [Pool.Close] stops it. Errors wrap
@@ -295,7 +309,6 @@ func New(dial Dial, capacity int, timeout time.Duration, opts ...Option) (*Pool,
 		stop:        make(chan struct{}),
 		done:        make(chan struct{}),
 	}
-	p.stampReturns = o.maxLifetime > 0 || o.validator != nil
 	p.retryDeposit = o.retryShare / (1 + o.retryShare)
 	p.retryFloor = retryFloor{perSecond: float64(o.retryPerSecond), tokens: float64(o.retryPerSecond)}
 	p.buckets.pool = p
@@ -309,9 +322,16 @@ func New(dial Dial, capacity int, timeout time.Duration, opts ...Option) (*Pool,
 		epoch := time.Now()
 		p.clock = func() int64 { return int64(time.Since(epoch)) }
 	}
+	p.readClock()
+	if o.onPool != nil {
+		o.onPool(p)
+	}
 	p.closing, p.cancelClosing = context.WithCancel(context.Background())
 
-	go p.runCleaner(sweepInterval(timeout, o.maxLifetime))
+	tick := tickFor(shortestLimit(timeout, o.maxLifetime))
+	p.margin = 2 * int64(tick)
+	interval := sweepInterval(timeout, o.maxLifetime)
+	go p.runCleaner(tick, max(int(interval/tick), 1))
 	return p, nil
 }
 
@@ -376,10 +396,7 @@ func (p *Pool) checkout(ctx context.Context, address string, fresh bool) (*Conn,
 	if p.closed.Load() {
 		return nil, ErrClosed
 	}
-	var now int64
-	if p.needClock {
-		now = p.clock()
-	}
+	now := p.coarse.Load()
 	b := p.buckets.lookup(address)
 	for {
 		c, w, gen, err := b.acquire(now, fresh)

@@ -75,8 +75,10 @@ func (p *Pool) dialConn(ctx context.Context, b *bucket, gen uint32) (pc *pconn, 
 	}
 	var deadline int64
 	if p.needClock {
-		now = p.clock()
+		now = p.readClock()
 		deadline = p.lifetimeDeadline(now)
+	} else {
+		now = p.coarse.Load()
 	}
 	pc = &pconn{
 		nc:       nc,

@@ -69,13 +69,13 @@ func TestGetNeverHandsOutConnPastMaxLifetime(t *testing.T) {
 	deadline := c.(*Conn).load().deadline
 	require.NoError(t, c.Close())
 
-	clock.now.Store(deadline - 1)
+	clock.set(deadline - 1)
 	c2, err := p.Get("a:1")
 	require.NoError(t, err)
 	assert.Equal(t, c.LocalAddr(), c2.LocalAddr(), "just before its deadline: reused")
 	require.NoError(t, c2.Close())
 
-	clock.now.Store(deadline)
+	clock.set(deadline)
 	c3, err := p.Get("a:1")
 	require.NoError(t, err)
 	defer c3.Close()

@@ -3,6 +3,7 @@ package connpool
 import (
 	"net"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -16,13 +17,58 @@ import (
 // TestMain, with goleak, is in connpool_test.go: both test packages of this
 // directory build into one binary.
 
-// fakeClock is a clock the test moves by hand.
-type fakeClock struct{ now atomic.Int64 }
+// fakeClock is a clock the test moves by hand. Unless lag is set, advance
+// publishes the new time to the coarse clock of the pools attached to it.
+type fakeClock struct {
+	now   atomic.Int64
+	reads atomic.Int64 // exact readings the pools took
+	lag   bool
+	mu    sync.Mutex
+	pools []*Pool
+}
 
-func (c *fakeClock) read() int64             { return c.now.Load() }
-func (c *fakeClock) advance(d time.Duration) { c.now.Add(int64(d)) }
+func (c *fakeClock) read() int64 {
+	c.reads.Add(1)
+	return c.now.Load()
+}
 
-func withClock(c *fakeClock) Option { return func(o *options) { o.clock = c.read } }
+// advance moves the clock forward by d.
+func (c *fakeClock) advance(d time.Duration) { c.set(c.now.Load() + int64(d)) }
+
+// set moves the clock to now, which must not be earlier than its time.
+func (c *fakeClock) set(now int64) {
+	c.now.Store(now)
+	if !c.lag {
+		c.publish(now)
+	}
+}
+
+// publish advances the coarse clock of the attached pools to now, as
+// their cleaner's tick would.
+func (c *fakeClock) publish(now int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, p := range c.pools {
+		p.publish(now)
+	}
+}
+
+func (c *fakeClock) attach(p *Pool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.pools = append(c.pools, p)
+}
+
+// withClock makes the pool read c, and advancing c publishes the new time
+// to the pool's coarse clock at once, so that the pool judges conns by
+// exact readings. Tests of the coarse clock itself use a fakeClock with
+// lag set.
+func withClock(c *fakeClock) Option {
+	return func(o *options) {
+		o.clock = c.read
+		o.onPool = c.attach
+	}
+}
 
 // newTestPool returns a pool on a fake clock. Its timeout is an hour, so
 // the real cleaner never ticks during a test; tests call sweep themselves.

@@ -1,0 +1,195 @@
+package connpool
+
+import (
+	"net"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/seed73091bf1/connpool/internal/testnet"
+)
+
+// newLaggingPool returns a pool on a fake clock whose coarse readings move
+// only when the test publishes them, as if the cleaner's tick were late.
+// The idle timeout is an hour, so the tick is maxTick and the margin twice
+// that.
+func newLaggingPool(t *testing.T, d *testnet.FakeDialer, opts ...Option) (*Pool, *fakeClock) {
+	t.Helper()
+	clock := &fakeClock{lag: true}
+	clock.now.Store(int64(time.Hour))
+	p, err := New(d.Dial, 4, time.Hour, append([]Option{withClock(clock)}, opts...)...)
+	require.NoError(t, err)
+	t.Cleanup(func() { p.Close() })
+	require.Equal(t, int64(2*maxTick), p.margin)
+	return p, clock
+}
+
+// getAndReturn checks out a conn to address and returns it at once.
+func getAndReturn(t *testing.T, p *Pool, address string) net.Conn {
+	t.Helper()
+	c, err := p.Get(address)
+	require.NoError(t, err)
+	require.NoError(t, c.Close())
+	return c
+}
+
+func TestHitPathReadsNoClock(t *testing.T) {
+	var d testnet.FakeDialer
+	p, clock := newLaggingPool(t, &d, WithMaxLifetime(2*time.Hour), WithValidator(func(net.Conn) error { return nil }, 0))
+	getAndReturn(t, p, "a:1")
+	clock.advance(time.Minute)
+	clock.publish(clock.read())
+
+	before := clock.reads.Load()
+	for range 10 {
+		getAndReturn(t, p, "a:1")
+	}
+	assert.Equal(t, before, clock.reads.Load(), "Get and Close of a conn far from every limit read no clock")
+	assert.EqualValues(t, 1, d.Dials())
+}
+
+func TestConnNearTheTimeoutIsJudgedOnAnExactReading(t *testing.T) {
+	var d testnet.FakeDialer
+	p, clock := newLaggingPool(t, &d)
+	c := getAndReturn(t, p, "a:1")
+
+	// An hour passes, but the coarse clock lags by less than the margin:
+	// by it the conn is an hour less 400 ms idle, within the margin of the
+	// timeout, so Get reads the clock and finds it expired.
+	clock.advance(time.Hour)
+	clock.publish(clock.read() - int64(400*time.Millisecond))
+	c2, err := p.Get("a:1")
+	require.NoError(t, err)
+	defer c2.Close()
+	assert.NotEqual(t, c.LocalAddr(), c2.LocalAddr(), "idle for the timeout: not handed out")
+	p.closers.Wait()
+	assert.EqualValues(t, 1, p.Stats().ClosedIdleTimeout)
+	assert.Equal(t, clock.read(), p.coarse.Load(), "the exact reading advances the coarse clock")
+}
+
+func TestConnFarFromTheTimeoutIsReusedOnTheCoarseReading(t *testing.T) {
+	var d testnet.FakeDialer
+	p, clock := newLaggingPool(t, &d)
+	c := getAndReturn(t, p, "a:1")
+
+	// By the coarse clock the conn is more than the margin from its
+	// timeout, so Get takes it without a reading.
+	clock.advance(time.Hour - time.Second)
+	clock.publish(clock.read() - int64(100*time.Millisecond))
+	before := clock.reads.Load()
+	c2, err := p.Get("a:1")
+	require.NoError(t, err)
+	defer c2.Close()
+	assert.Equal(t, c.LocalAddr(), c2.LocalAddr())
+	assert.Equal(t, before, clock.reads.Load())
+	assert.Equal(t, time.Hour-time.Second-100*time.Millisecond, c2.(*Conn).IdleTime(),
+		"IdleTime is the coarse idle time")
+}
+
+// The guarantee holds only while the coarse clock lags by less than the
+// margin; this test pins down what happens past it, as the package
+// documents: a stalled cleaner lets an expired conn through.
+func TestCoarseClockLaggingPastTheMarginLetsAnExpiredConnThrough(t *testing.T) {
+	var d testnet.FakeDialer
+	p, clock := newLaggingPool(t, &d)
+	c := getAndReturn(t, p, "a:1")
+
+	clock.advance(time.Hour)
+	clock.publish(clock.read() - int64(time.Minute)) // the cleaner stalled for a minute
+	c2, err := p.Get("a:1")
+	require.NoError(t, err)
+	defer c2.Close()
+	assert.Equal(t, c.LocalAddr(), c2.LocalAddr())
+}
+
+func TestConnNearItsMaxLifetimeIsJudgedOnAnExactReading(t *testing.T) {
+	var d testnet.FakeDialer
+	p, clock := newLaggingPool(t, &d, WithMaxLifetime(30*time.Minute))
+	c, err := p.Get("a:1")
+	require.NoError(t, err)
+	deadline := c.(*Conn).load().deadline
+	require.NoError(t, c.Close())
+
+	clock.set(deadline)
+	clock.publish(deadline - int64(maxTick)) // within the margin
+	c2, err := p.Get("a:1")
+	require.NoError(t, err)
+	defer c2.Close()
+	assert.NotEqual(t, c.LocalAddr(), c2.LocalAddr(), "at its deadline: not handed out")
+	p.closers.Wait()
+	assert.EqualValues(t, 1, p.Stats().ClosedMaxLifetime)
+}
+
+func TestValidatorMinIdleIsJudgedOnAnExactReading(t *testing.T) {
+	var d testnet.FakeDialer
+	validated := 0
+	validate := func(net.Conn) error { validated++; return nil }
+	p, clock := newLaggingPool(t, &d, WithValidator(validate, time.Minute))
+	getAndReturn(t, p, "a:1")
+
+	// A minute passes; the coarse clock says 59.7 s, within the margin of
+	// the validator's minimum idle time: the exact reading says a minute.
+	clock.advance(time.Minute)
+	clock.publish(clock.read() - int64(300*time.Millisecond))
+	getAndReturn(t, p, "a:1")
+	assert.Equal(t, 1, validated, "idle for a minute: validated")
+
+	// 30 s on the coarse clock is far from the minimum: no reading, no
+	// validation.
+	clock.advance(30 * time.Second)
+	clock.publish(clock.read())
+	before := clock.reads.Load()
+	getAndReturn(t, p, "a:1")
+	assert.Equal(t, 1, validated)
+	assert.Equal(t, before, clock.reads.Load())
+}
+
+func TestCloseStampsWithTheCoarseClock(t *testing.T) {
+	var d testnet.FakeDialer
+	p, clock := newLaggingPool(t, &d)
+	c, err := p.Get("a:1")
+	require.NoError(t, err)
+
+	// The conn is held for 50 minutes; the coarse clock follows. Its
+	// stamp is the coarse reading at Close, not the checkout's.
+	clock.advance(50 * time.Minute)
+	clock.publish(clock.read())
+	require.NoError(t, c.Close())
+	clock.advance(20 * time.Minute)
+	clock.publish(clock.read())
+
+	c2, err := p.Get("a:1")
+	require.NoError(t, err)
+	defer c2.Close()
+	assert.Equal(t, c.LocalAddr(), c2.LocalAddr(), "idle 20 minutes, not 70")
+	assert.Equal(t, 20*time.Minute, c2.(*Conn).IdleTime())
+}
+
+func TestCleanerTicksAdvanceTheCoarseClock(t *testing.T) {
+	var d testnet.FakeDialer
+	p, err := New(d.Dial, 4, 16*time.Millisecond) // a tick of 1 ms
+	require.NoError(t, err)
+	defer p.Close()
+	start := p.coarse.Load()
+	assert.Eventually(t, func() bool { return p.coarse.Load() > start+int64(5*time.Millisecond) },
+		5*time.Second, time.Millisecond)
+}
+
+func TestTickFor(t *testing.T) {
+	for _, tt := range []struct {
+		name  string
+		limit time.Duration
+		want  time.Duration
+	}{
+		{"no limit", 0, quietTick},
+		{"short", time.Millisecond, time.Millisecond},
+		{"a sixteenth", 160 * time.Millisecond, 10 * time.Millisecond},
+		{"long", time.Hour, maxTick},
+	} {
+		t.Run(tt.name, func(t *testing.T) { assert.Equal(t, tt.want, tickFor(tt.limit)) })
+	}
+	assert.Equal(t, time.Duration(0), shortestLimit(0, 0))
+	assert.Equal(t, time.Second, shortestLimit(0, time.Second, time.Minute))
+}
