@@ -18,7 +18,7 @@ type idleConn struct {
 	since  int64     // a clock reading no later than the moment pc was returned
 	info   *connInfo // pc.info, kept here so the hit path need not read pc
 	node   *lruNode  // its place in the pool's idle LRU; nil without WithMaxIdle
-	probed bool      // pc.probe != nil: its since is an exact clock reading
+	probed bool      // pc.probe.applies(): its since is an exact clock reading
 }
 
 // bucket is the per-address state of a [Pool]: a LIFO stack of idle conns,
@@ -366,7 +366,7 @@ func (b *bucket) adoptLocked(pc *pconn, now int64) (toClose []net.Conn, victim *
 	if err := b.dialedLocked(pc, now); err != nil {
 		return []net.Conn{pc.nc}, nil
 	}
-	return b.putLocked(pc, pc.info, pc.probe != nil)
+	return b.putLocked(pc, pc.info, pc.probe.applies())
 }
 
 // put takes back the conn of a handle whose holder called Close, and returns
@@ -390,7 +390,7 @@ func (b *bucket) put(pc *pconn, info *connInfo, probed bool) error {
 // conns the caller must close, and an LRU victim in another bucket that the
 // caller must evict, both after the lock is released.
 //
-// info is pc.info and probed is pc.probe != nil, passed in so that, with
+// info is pc.info and probed is pc.probe.applies(), passed in so that, with
 // no limit in play, the common case of pushing onto the idle stack never
 // reads pc itself.
 func (b *bucket) putLocked(pc *pconn, info *connInfo, probed bool) (toClose []net.Conn, victim *lruNode) {

@@ -67,7 +67,7 @@ type pconn struct {
 	nc       net.Conn
 	info     *connInfo
 	deadline int64  // clock reading at which the max lifetime ends; 0 for none
-	probe    *probe // the liveness check's state; nil where it does not apply
+	probe    probe  // how the liveness check reaches the socket
 	gen      uint32 // the bucket's drain generation when the dial was reserved
 }
 

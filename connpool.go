@@ -423,12 +423,12 @@ func (p *Pool) checkout(ctx context.Context, address string, fresh bool) (*Conn,
 // ended, and verify reports false; the conn is closed in the background.
 func (p *Pool) verify(c *Conn) bool {
 	pc := c.load()
-	if !c.reused || (pc.probe == nil && p.validator == nil) {
+	if !c.reused || (!pc.probe.applies() && p.validator == nil) {
 		return true
 	}
 	var reason *int64
 	switch {
-	case pc.probe != nil && pc.probe.check() != nil:
+	case pc.probe.applies() && pc.probe.check() != nil:
 		reason = &c.info.b.counters.ClosedDeadAtCheckout
 	case p.validator != nil && c.idle >= p.validateAge && !p.validate(c, pc):
 		reason = &c.info.b.counters.ClosedValidatorFailed

@@ -3,6 +3,7 @@
 package connpool
 
 import (
+	"crypto/tls"
 	"net"
 	"syscall"
 	"testing"
@@ -28,17 +29,19 @@ func loopbackConn(tb testing.TB) *net.TCPConn {
 func TestProbeAppliesOnlyToConnsWithADescriptor(t *testing.T) {
 	var d testnet.FakeDialer
 	fake, _ := d.Dial("a:1")
-	assert.Nil(t, newProbe(fake), "a fake conn has no descriptor")
+	assert.False(t, newProbe(fake).applies(), "a fake conn has no descriptor")
 	type wrapped struct{ *net.TCPConn }
 	tcp := loopbackConn(t)
-	assert.NotNil(t, newProbe(tcp))
-	assert.NotNil(t, newProbe(wrapped{tcp}), "a wrapper embedding a TCP conn is checked")
+	assert.True(t, newProbe(tcp).applies())
+	assert.True(t, newProbe(wrapped{tcp}).applies(), "a wrapper embedding a TCP conn is checked")
+	tlsConn := tls.Client(tcp, &tls.Config{InsecureSkipVerify: true})
+	assert.Equal(t, probe{fd: newProbe(tcp).fd, ok: true, tls: true}, newProbe(tlsConn), "a TLS conn is checked on its socket")
 }
 
 func TestProbeSeesDataAndClose(t *testing.T) {
 	tcp := loopbackConn(t)
 	pr := newProbe(tcp)
-	require.NotNil(t, pr)
+	require.True(t, pr.applies())
 	assert.NoError(t, pr.check(), "an idle live conn")
 
 	_, err := tcp.Write([]byte("hi\n"))
@@ -50,15 +53,12 @@ func TestProbeSeesDataAndClose(t *testing.T) {
 	require.NoError(t, err)
 	assert.NoError(t, pr.check(), "nothing unread again")
 
-	pr.tls = true // as if TLS: unread bytes are fine
 	_, err = tcp.Write([]byte("hi\n"))
 	require.NoError(t, err)
-	eventuallyErr(t, func() error {
-		if pr.check() == nil && pr.n > 0 {
-			return nil
-		}
-		return errUnexpectedData
-	}, nil)
+	eventuallyErr(t, pr.check, errUnexpectedData) // the echo is back
+	asTLS := pr
+	asTLS.tls = true
+	assert.NoError(t, asTLS.check(), "on a TLS conn, unread bytes are fine")
 }
 
 // eventuallyErr polls f until it returns want, for up to 10 s.

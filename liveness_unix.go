@@ -2,13 +2,13 @@
 
 package connpool
 
-import (
-	"errors"
-	"syscall"
-)
+import "syscall"
 
 const canPeek = true
 
+// wouldBlock reports whether err, as peekFD returns it, says that nothing
+// is waiting to be read. peekFD returns the bare errno, so a comparison
+// does; errors.Is would cost a dozen nanoseconds more.
 func wouldBlock(err error) bool {
-	return errors.Is(err, syscall.EAGAIN) || errors.Is(err, syscall.EWOULDBLOCK)
+	return err == syscall.EAGAIN || err == syscall.EWOULDBLOCK
 }

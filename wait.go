@@ -101,7 +101,7 @@ func (b *bucket) handOffLocked(pc *pconn) bool {
 	if w == nil {
 		return false
 	}
-	c := b.newConnLocked(pc, pc.info, pc.probe != nil)
+	c := b.newConnLocked(pc, pc.info, pc.probe.applies())
 	c.reused = true
 	b.wakeLocked(w, delivery{c: c})
 	return true
