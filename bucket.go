@@ -105,7 +105,37 @@ type bucket struct {
 	// checkout pays in, each retry takes one out (budget.go).
 	retryTokens float64
 
-	counters Counters
+	// dials and reuses are the counters that checkouts move; the others
+	// are in rare, allocated the first time one of them moves, so that an
+	// address that never closed, waited or retried does not carry them.
+	// Counters reports the sum (countersLocked).
+	dials, reuses int64
+	rare          *Counters
+}
+
+// rareLocked returns the bucket's rare counters, allocating them if needed.
+func (b *bucket) rareLocked() *Counters {
+	if b.rare == nil {
+		b.rare = new(Counters)
+	}
+	return b.rare
+}
+
+// countLocked counts a conn closed for reason.
+func (b *bucket) countLocked(reason closeReason) {
+	if reason != notCounted {
+		b.rareLocked().count(reason)
+	}
+}
+
+// countersLocked returns the bucket's counters.
+func (b *bucket) countersLocked() Counters {
+	var c Counters
+	if b.rare != nil {
+		c = *b.rare
+	}
+	c.Dials, c.Reuses = b.dials, b.reuses
+	return c
 }
 
 // handleBatch is the most Conn handles a bucket allocates at once.
@@ -136,7 +166,7 @@ func (b *bucket) reuseLocked(ic *idleConn, now int64) *Conn {
 	if now > ic.since {
 		c.idle = now - ic.since
 	}
-	b.counters.Reuses++
+	b.reuses++
 	return c
 }
 
@@ -144,10 +174,10 @@ func (b *bucket) reuseLocked(ic *idleConn, now int64) *Conn {
 // its handle c was handed out, counting why instead of a reuse. The conn is
 // closed in the background, or before unreuse returns if now is set or the
 // pool is closed.
-func (b *bucket) unreuse(c *Conn, pc *pconn, reason *int64, now bool) {
+func (b *bucket) unreuse(c *Conn, pc *pconn, reason closeReason, now bool) {
 	c.end()
 	b.mu.Lock()
-	b.counters.Reuses--
+	b.reuses--
 	toClose := b.discardLocked(nil, pc.nc, reason)
 	if !now {
 		toClose = b.closeOffPathLocked(toClose)
@@ -215,12 +245,12 @@ func (b *bucket) acquire(now int64, fresh bool) (c *Conn, w *waiter, gen uint32,
 		b.idle = b.idle[:n]
 		switch {
 		case ic.node != nil && p.lru.remove(ic.node):
-			discarded = b.discardLocked(discarded, ic.pc.nc, &b.counters.ClosedIdleCapEvicted)
+			discarded = b.discardLocked(discarded, ic.pc.nc, closedIdleCapEvicted)
 		case p.timeout > 0 && now-ic.since >= p.timeout:
 			// The conns below are older: the loop discards them too.
-			discarded = b.discardLocked(discarded, ic.pc.nc, &b.counters.ClosedIdleTimeout)
+			discarded = b.discardLocked(discarded, ic.pc.nc, closedIdleTimeout)
 		case p.maxLifetime > 0 && now >= ic.pc.deadline:
-			discarded = b.discardLocked(discarded, ic.pc.nc, &b.counters.ClosedMaxLifetime)
+			discarded = b.discardLocked(discarded, ic.pc.nc, closedMaxLifetime)
 		default:
 			c = b.reuseLocked(&ic, now)
 			b.closeLaterLocked(discarded)
@@ -236,9 +266,9 @@ func (b *bucket) acquire(now int64, fresh bool) (c *Conn, w *waiter, gen uint32,
 		// Close returns.
 		ic := b.idle[0]
 		b.idle = slices.Delete(b.idle, 0, 1)
-		reason := &b.counters.ClosedForNew
+		reason := closedForNew
 		if ic.node != nil && p.lru.remove(ic.node) {
-			reason = &b.counters.ClosedIdleCapEvicted
+			reason = closedIdleCapEvicted
 		}
 		discarded = b.discardLocked(discarded, ic.pc.nc, reason)
 	}
@@ -251,7 +281,7 @@ func (b *bucket) acquire(now int64, fresh bool) (c *Conn, w *waiter, gen uint32,
 	}
 	w = &waiter{ch: make(chan delivery, 1), fresh: fresh}
 	b.waiters.pushBack(w)
-	b.counters.WaitCount++
+	b.rareLocked().WaitCount++
 	b.mu.Unlock()
 	return nil, w, 0, nil
 }
@@ -286,12 +316,10 @@ func (b *bucket) closeOffPathLocked(conns []net.Conn) (closeNow []net.Conn) {
 // discardLocked takes a conn out of service and counts why (reason may be
 // nil). It does not touch the idle stack or the LRU. The caller passes the
 // conn to closeDiscarded after the lock is released; its slot is freed then.
-func (b *bucket) discardLocked(out []net.Conn, nc net.Conn, reason *int64) []net.Conn {
+func (b *bucket) discardLocked(out []net.Conn, nc net.Conn, reason closeReason) []net.Conn {
 	b.total--
 	b.closing++
-	if reason != nil {
-		*reason++
-	}
+	b.countLocked(reason)
 	b.checkLocked()
 	return append(out, nc)
 }
@@ -329,7 +357,7 @@ func (b *bucket) emptyLocked() bool {
 
 // dialFailedLocked ends a reserved dial that failed, freeing its slot.
 func (b *bucket) dialFailedLocked() {
-	b.counters.DialErrors++
+	b.rareLocked().DialErrors++
 	b.cancelDialLocked()
 }
 
@@ -346,7 +374,7 @@ func (b *bucket) cancelDialLocked() {
 // caller then passes pc.nc to closeDiscarded.
 func (b *bucket) dialedLocked(pc *pconn, now int64) error {
 	b.dialing--
-	b.counters.Dials++
+	b.dials++
 	if now > b.now {
 		b.now = now
 	}
@@ -397,18 +425,18 @@ func (b *bucket) putLocked(pc *pconn, info *connInfo, probed bool) (toClose []ne
 	p := b.pool
 	switch {
 	case p.closed.Load():
-		return b.discardLocked(nil, pc.nc, nil), nil
+		return b.discardLocked(nil, pc.nc, notCounted), nil
 	case b.gen != 0 && pc.gen != b.gen: // reads pc only once the address was drained
-		return b.discardLocked(nil, pc.nc, &b.counters.ClosedDrained), nil
+		return b.discardLocked(nil, pc.nc, closedDrained), nil
 	case p.maxLifetime > 0 && b.now >= pc.deadline:
-		return b.discardLocked(nil, pc.nc, &b.counters.ClosedMaxLifetime), nil
+		return b.discardLocked(nil, pc.nc, closedMaxLifetime), nil
 	case b.waiters.len() > 0 && b.handOffLocked(pc):
 		return nil, nil
 	case b.waiters.len() > 0:
 		// Only checkouts from New wait, and they need a slot to dial.
-		return b.discardLocked(nil, pc.nc, &b.counters.ClosedForNew), nil
+		return b.discardLocked(nil, pc.nc, closedForNew), nil
 	case len(b.idle) >= p.capacity:
-		return b.discardLocked(nil, pc.nc, &b.counters.ClosedBucketFull), nil
+		return b.discardLocked(nil, pc.nc, closedBucketFull), nil
 	}
 	ic := idleConn{pc: pc, since: b.now, info: info, probed: probed}
 	if p.lru != nil {
@@ -435,7 +463,7 @@ func (b *bucket) evictLocked(out []net.Conn, victim *lruNode) []net.Conn {
 	for i, ic := range b.idle {
 		if ic.node == victim {
 			b.idle = slices.Delete(b.idle, i, i+1)
-			return b.discardLocked(out, ic.pc.nc, &b.counters.ClosedIdleCapEvicted)
+			return b.discardLocked(out, ic.pc.nc, closedIdleCapEvicted)
 		}
 	}
 	return out
@@ -444,7 +472,7 @@ func (b *bucket) evictLocked(out []net.Conn, victim *lruNode) []net.Conn {
 // release forgets a conn whose holder called Release, and closes it.
 func (b *bucket) release(nc net.Conn) error {
 	b.mu.Lock()
-	toClose := b.discardLocked(nil, nc, &b.counters.Released)
+	toClose := b.discardLocked(nil, nc, closedReleased)
 	b.mu.Unlock()
 	return b.closeDiscarded(toClose)
 }
@@ -459,28 +487,28 @@ func (b *bucket) sweepLocked(now int64) (discarded []net.Conn) {
 	}
 	type discard struct {
 		nc     net.Conn
-		reason *int64
+		reason closeReason
 	}
 	var out []discard
 	kept := b.idle[:0]
 	for _, ic := range b.idle {
-		var reason *int64
+		reason := notCounted
 		switch {
 		case p.timeout > 0 && now-ic.since >= p.timeout:
-			reason = &b.counters.ClosedIdleTimeout
+			reason = closedIdleTimeout
 		case p.maxLifetime > 0 && now >= ic.pc.deadline:
-			reason = &b.counters.ClosedMaxLifetime
+			reason = closedMaxLifetime
 		}
 		if ic.node != nil {
-			if reason != nil {
+			if reason != notCounted {
 				if p.lru.remove(ic.node) {
-					reason = &b.counters.ClosedIdleCapEvicted
+					reason = closedIdleCapEvicted
 				}
 			} else if p.lru.isEvicted(ic.node) {
-				reason = &b.counters.ClosedIdleCapEvicted
+				reason = closedIdleCapEvicted
 			}
 		}
-		if reason == nil {
+		if reason == notCounted {
 			kept = append(kept, ic)
 		} else {
 			out = append(out, discard{ic.pc.nc, reason})
@@ -505,7 +533,7 @@ func (b *bucket) drainLocked() []net.Conn {
 		if ic.node != nil {
 			b.pool.lru.remove(ic.node)
 		}
-		out = b.discardLocked(out, ic.pc.nc, nil)
+		out = b.discardLocked(out, ic.pc.nc, notCounted)
 	}
 	for b.waiters.len() > 0 {
 		b.wakeLocked(b.waiters.first(), delivery{err: ErrClosed})
@@ -522,7 +550,7 @@ func (b *bucket) statsLocked() DestinationStats {
 		Idle:     int64(len(b.idle)),
 		InUse:    int64(b.total - len(b.idle)),
 		Waiting:  int64(b.waiters.len()),
-		Counters: b.counters,
+		Counters: b.countersLocked(),
 	}
 }
 

@@ -111,9 +111,9 @@ func (b *bucket) spendRetry() (ok, dropped bool) {
 		ok = b.pool.retryFloor.take(b.pool.clock())
 	}
 	if ok {
-		b.counters.Retries++
+		b.rareLocked().Retries++
 	} else {
-		b.counters.RetryBudgetExhausted++
+		b.rareLocked().RetryBudgetExhausted++
 	}
 	return ok, false
 }

@@ -426,12 +426,12 @@ func (p *Pool) verify(c *Conn) bool {
 	if !c.reused || (!pc.probe.applies() && p.validator == nil) {
 		return true
 	}
-	var reason *int64
+	var reason closeReason
 	switch {
 	case pc.probe.applies() && pc.probe.check() != nil:
-		reason = &c.info.b.counters.ClosedDeadAtCheckout
+		reason = closedDeadAtCheckout
 	case p.validator != nil && c.idle >= p.validateAge && !p.validate(c, pc):
-		reason = &c.info.b.counters.ClosedValidatorFailed
+		reason = closedValidatorFailed
 	default:
 		return true
 	}
@@ -445,7 +445,7 @@ func (p *Pool) validate(c *Conn, pc *pconn) bool {
 	panicked := true
 	defer func() {
 		if panicked {
-			c.info.b.unreuse(c, pc, &c.info.b.counters.ClosedValidatorFailed, true)
+			c.info.b.unreuse(c, pc, closedValidatorFailed, true)
 		}
 	}()
 	err := p.validator(pc.nc)

@@ -39,7 +39,7 @@ func (p *Pool) Drain(address string) error {
 		if ic.node != nil {
 			p.lru.remove(ic.node)
 		}
-		toClose = b.discardLocked(toClose, ic.pc.nc, &b.counters.ClosedDrained)
+		toClose = b.discardLocked(toClose, ic.pc.nc, closedDrained)
 	}
 	b.mu.Unlock()
 

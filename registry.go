@@ -100,7 +100,7 @@ func (r *registry) dropLocked(b *bucket) bool {
 	b.dropped = true
 	delete(r.all, b.address)
 	r.log = append(r.log, change{address: b.address})
-	r.retired.add(b.counters)
+	r.retired.add(b.countersLocked())
 	return true
 }
 

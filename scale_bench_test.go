@@ -315,3 +315,90 @@ func BenchmarkRegistryAfterChurn(b *testing.B) {
 	b.ReportMetric(median(ratios), "churn/live")
 	b.ReportMetric(float64(median(sweeps)), "sweeps")
 }
+
+// BenchmarkHeapPerAddress measures the heap a pool takes per address with
+// one idle conn, at 100,000 addresses, after each address saw a number of
+// checkouts (Get and Close): Checkouts=1 is an address used once,
+// Checkouts=32 one used often. Quiet=true measures again after two sweeps,
+// as for addresses that then saw no checkout for a while. The FakeConns are
+// subtracted, so the metric is the pool's own memory.
+func BenchmarkHeapPerAddress(b *testing.B) {
+	keys := scaleKeys("10.4.", scaleAddrs)
+	fake := int64(unsafe.Sizeof(testnet.FakeConn{}))
+	for _, checkouts := range []int{1, 32} {
+		for _, quiet := range []bool{false, true} {
+			name := "Checkouts=" + strconv.Itoa(checkouts) + "/Quiet=" + strconv.FormatBool(quiet)
+			b.Run(name, func(b *testing.B) {
+				var per []float64
+				for b.Loop() {
+					p := newScalePool(b)
+					before := liveHeap()
+					for range checkouts {
+						fillIdle(b, p, keys)
+					}
+					if quiet {
+						p.sweep(p.readClock())
+						p.sweep(p.readClock())
+					}
+					after := liveHeap()
+					per = append(per, float64(after-before)/scaleAddrs-float64(fake))
+					closeScalePool(b, p)
+				}
+				runtime.KeepAlive(keys)
+				b.ReportMetric(median(per), "B/address")
+			})
+		}
+	}
+}
+
+// BenchmarkHeapPerIdleConnTCP measures the heap each further idle conn
+// takes at one address, on real loopback TCP sockets with the liveness
+// check on. The 1,000 sockets are dialed before the first heap reading and
+// stay reachable until after the second, so the metric is the pool's own
+// memory per conn, not the socket's.
+func BenchmarkHeapPerIdleConnTCP(b *testing.B) {
+	const conns = 1000
+	srv := testnet.StartEcho(b)
+	var per []float64
+	for b.Loop() {
+		dialed := make([]net.Conn, 0, conns)
+		for range conns {
+			nc, err := net.Dial("tcp", srv.Addr())
+			if err != nil {
+				b.Fatal(err)
+			}
+			dialed = append(dialed, nc)
+		}
+		next := 0
+		p, err := New(func(string) (net.Conn, error) { next++; return dialed[next-1], nil }, conns, time.Minute)
+		if err != nil {
+			b.Fatal(err)
+		}
+		c, err := p.Get(srv.Addr()) // the address's bucket, which is not per conn
+		if err != nil {
+			b.Fatal(err)
+		}
+		held := make([]net.Conn, 0, conns)
+		before := liveHeap()
+		for range conns - 1 {
+			c, err := p.Get(srv.Addr())
+			if err != nil {
+				b.Fatal(err)
+			}
+			held = append(held, c)
+		}
+		for _, c := range held {
+			if err := c.Close(); err != nil {
+				b.Fatal(err)
+			}
+		}
+		held = nil
+		after := liveHeap()
+		per = append(per, float64(after-before)/(conns-1))
+		runtime.KeepAlive(held)
+		runtime.KeepAlive(dialed)
+		c.Close()
+		closeScalePool(b, p)
+	}
+	b.ReportMetric(median(per), "B/idle-conn")
+}

@@ -77,6 +77,47 @@ func (c *Counters) add(o Counters) {
 	c.RetryBudgetExhausted += o.RetryBudgetExhausted
 }
 
+// closeReason says why a conn was closed: one of the Closed… counters of
+// Counters, or Released.
+type closeReason uint8
+
+const (
+	notCounted closeReason = iota // closed because the pool closed
+	closedIdleTimeout
+	closedMaxLifetime
+	closedBucketFull
+	closedIdleCapEvicted
+	closedForNew
+	closedDrained
+	closedDeadAtCheckout
+	closedValidatorFailed
+	closedReleased
+)
+
+// count adds one conn closed for r to c.
+func (c *Counters) count(r closeReason) {
+	switch r {
+	case closedIdleTimeout:
+		c.ClosedIdleTimeout++
+	case closedMaxLifetime:
+		c.ClosedMaxLifetime++
+	case closedBucketFull:
+		c.ClosedBucketFull++
+	case closedIdleCapEvicted:
+		c.ClosedIdleCapEvicted++
+	case closedForNew:
+		c.ClosedForNew++
+	case closedDrained:
+		c.ClosedDrained++
+	case closedDeadAtCheckout:
+		c.ClosedDeadAtCheckout++
+	case closedValidatorFailed:
+		c.ClosedValidatorFailed++
+	case closedReleased:
+		c.Released++
+	}
+}
+
 // DestinationStats describes the conns of one address.
 type DestinationStats struct {
 	// Address is the destination, as given to Get or New.

@@ -130,7 +130,7 @@ func (b *bucket) abandonLocked(w *waiter) (toClose []net.Conn, victim *lruNode) 
 // waited records the wait of a waiter that got its delivery.
 func (b *bucket) waited(d time.Duration) {
 	b.mu.Lock()
-	b.counters.WaitDuration += d
+	b.rareLocked().WaitDuration += d
 	b.mu.Unlock()
 }
 
@@ -138,7 +138,7 @@ func (b *bucket) waited(d time.Duration) {
 // timeout runs out.
 func (b *bucket) giveUp(w *waiter, d time.Duration) {
 	b.mu.Lock()
-	b.counters.WaitDuration += d
+	b.rareLocked().WaitDuration += d
 	toClose, victim := b.abandonLocked(w)
 	if (len(toClose) > 0 || victim != nil) && !b.pool.closed.Load() {
 		// Off the caller's path, which has its own error to return at
