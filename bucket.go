@@ -97,9 +97,14 @@ type bucket struct {
 	// batch in memory, but an ended handle refers to no socket, so what a
 	// batch keeps reachable is bounded by the handles still in use.
 	// Batches double from 1 to handleBatch, so an address that sees few
-	// checkouts costs few handles.
+	// checkouts costs few handles, and a sweep that finds that the address
+	// saw no checkout since the previous sweep drops the unused handles and
+	// starts again from 1 (sweepLocked): a quiet address holds no batch.
 	handles   []Conn
 	batchSize int
+
+	// checkoutsAtSweep is dials+reuses at the previous sweep.
+	checkoutsAtSweep int64
 
 	// retryTokens is the address's retry budget, in retries: each
 	// checkout pays in, each retry takes one out (budget.go).
@@ -150,7 +155,11 @@ func (b *bucket) newConnLocked(pc *pconn, info *connInfo, probed bool) *Conn {
 		b.handles = make([]Conn, b.batchSize)
 	}
 	c := &b.handles[0]
-	b.handles = b.handles[1:]
+	if len(b.handles) == 1 {
+		b.handles = nil // hold on to no spent batch
+	} else {
+		b.handles = b.handles[1:]
+	}
 	c.pc = unsafe.Pointer(pc) // not yet shared: see Conn.pc
 	c.info = info
 	c.probed = probed
@@ -484,6 +493,11 @@ func (b *bucket) sweepLocked(now int64) (discarded []net.Conn) {
 	p := b.pool
 	if now > b.now {
 		b.now = now
+	}
+	if checkouts := b.dials + b.reuses; checkouts == b.checkoutsAtSweep {
+		b.handles, b.batchSize = nil, 0
+	} else {
+		b.checkoutsAtSweep = checkouts
 	}
 	type discard struct {
 		nc     net.Conn

@@ -310,3 +310,34 @@ func snapshotNow(r *registry) {
 	r.log = nil
 	r.misses = 0
 }
+
+func TestQuietAddressDropsItsSpareHandles(t *testing.T) {
+	var d testnet.FakeDialer
+	p, clock := newTestPool(t, &d, 4)
+	for range 20 { // batches of 1, 2, 4, 8, then 16 with 11 left
+		c, err := p.Get("a:1")
+		require.NoError(t, err)
+		require.NoError(t, c.Close())
+	}
+	b := p.buckets.lookup("a:1")
+	b.mu.Lock()
+	require.Len(t, b.handles, 11)
+	b.mu.Unlock()
+
+	p.sweep(clock.read()) // saw checkouts since the last sweep: keeps them
+	b.mu.Lock()
+	assert.Len(t, b.handles, 11)
+	b.mu.Unlock()
+	p.sweep(clock.read()) // quiet since: drops them
+	b.mu.Lock()
+	assert.Nil(t, b.handles)
+	b.mu.Unlock()
+
+	c, err := p.Get("a:1")
+	require.NoError(t, err)
+	require.NoError(t, c.Close())
+	b.mu.Lock()
+	assert.Nil(t, b.handles, "the next batch is of one handle again, spent at once")
+	assert.Equal(t, 1, b.batchSize)
+	b.mu.Unlock()
+}
