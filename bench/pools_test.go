@@ -5,7 +5,9 @@ package bench
 
 import (
 	"context"
+	"math/rand/v2"
 	"net"
+	"runtime"
 	"strconv"
 	"sync/atomic"
 	"testing"
@@ -20,16 +22,22 @@ import (
 )
 
 // fakeConn is a net.Conn that does nothing, so the hit-path workloads
-// measure the pools alone.
+// measure the pools alone. It answers the calls a pool makes on a new or
+// returned conn; any other call panics.
 type fakeConn struct{ net.Conn }
 
-func (fakeConn) Close() error { return nil }
+var fakeAddr = &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 11211}
+
+func (fakeConn) Close() error         { return nil }
+func (fakeConn) LocalAddr() net.Addr  { return fakeAddr }
+func (fakeConn) RemoteAddr() net.Addr { return fakeAddr }
 
 func fakeDial() (net.Conn, error) { return fakeConn{}, nil }
 
 const warm = 8 // conns each pool holds idle before a run
 
-// run drives get+put serially or from parallel goroutines.
+// run drives get+put serially or from parallel goroutines. It stops the
+// timer at the end, as b.Loop does, so that closing the pool is not timed.
 func run(b *testing.B, parallel bool, op func(i int)) {
 	b.ReportAllocs()
 	b.ResetTimer()
@@ -47,6 +55,7 @@ func run(b *testing.B, parallel bool, op func(i int)) {
 			op(i)
 		}
 	})
+	b.StopTimer()
 }
 
 func modes(b *testing.B, f func(b *testing.B, parallel bool)) {
@@ -56,8 +65,11 @@ func modes(b *testing.B, f func(b *testing.B, parallel bool)) {
 
 // BenchmarkHitPath gets an idle conn and returns it, on fake conns.
 func BenchmarkHitPath(b *testing.B) {
-	b.Run("Pool=connpool/Keys=1", func(b *testing.B) { modes(b, connpoolHit(1)) })
-	b.Run("Pool=connpool/Keys=1000", func(b *testing.B) { modes(b, connpoolHit(1000)) })
+	b.Run("Pool=connpool/Keys=1", func(b *testing.B) { modes(b, connpoolHit(1, time.Minute)) })
+	b.Run("Pool=connpool/Keys=1000", func(b *testing.B) { modes(b, connpoolHit(1000, time.Minute)) })
+	b.Run("Pool=connpool/Keys=100000", func(b *testing.B) { modes(b, connpoolHit(100000, time.Minute)) })
+	// connpool-timeout0 has no idle timeout: it shows what the timeout costs a Get.
+	b.Run("Pool=connpool-timeout0/Keys=1", func(b *testing.B) { modes(b, connpoolHit(1, 0)) })
 	b.Run("Pool=fatih/Keys=1", func(b *testing.B) {
 		modes(b, func(b *testing.B, parallel bool) {
 			p, err := fatih.NewChannelPool(warm, warm, fakeDial)
@@ -118,26 +130,48 @@ func BenchmarkHitPath(b *testing.B) {
 	})
 }
 
-func connpoolHit(keys int) func(b *testing.B, parallel bool) {
+// connpoolHit gets and returns conns to keys addresses in the order of
+// [addresses], on a pool with the given idle timeout.
+func connpoolHit(keys int, timeout time.Duration) func(b *testing.B, parallel bool) {
 	return func(b *testing.B, parallel bool) {
-		p, err := connpool.New(func(string) (net.Conn, error) { return fakeDial() }, warm, time.Minute)
+		p, err := connpool.New(func(string) (net.Conn, error) { return fakeDial() }, warm, timeout)
 		must(b, err)
 		defer p.Close()
-		addrs := make([]string, keys)
-		for i := range addrs {
-			addrs[i] = "10.0." + strconv.Itoa(i/250) + "." + strconv.Itoa(i%250) + ":11211"
-			must(b, p.Warm(context.Background(), addrs[i], 4))
+		perKey := 4
+		if keys > 1000 {
+			perKey = 1 // keeps the setup of the largest run short
+		}
+		created, visits := addresses(keys)
+		for _, a := range created {
+			must(b, p.Warm(context.Background(), a, perKey))
 		}
 		run(b, parallel, func(i int) {
-			c, err := p.Get(addrs[i%keys])
+			c, err := p.Get(visits[i%keys])
 			must(b, err)
 			c.Close()
 		})
 	}
 }
 
+// addresses returns n distinct addresses twice: in the order to create
+// them, and in a fixed shuffled order, the same for every pool and floor,
+// for the ops to visit them. Visiting them in creation order would touch
+// neighbouring memory on consecutive ops, which flatters any pool.
+func addresses(n int) (created, visits []string) {
+	created = make([]string, n)
+	for i := range created {
+		created[i] = "10.0." + strconv.Itoa(i/250) + "." + strconv.Itoa(i%250) + ":11211"
+	}
+	visits = make([]string, n)
+	for i, j := range rand.New(rand.NewPCG(1, 2)).Perm(n) {
+		visits[i] = created[j]
+	}
+	return created, visits
+}
+
 // BenchmarkEcho64 sends one line and reads the echo over loopback TCP from
-// 64 goroutines, through each pool and with a dial per request.
+// 64 goroutines, through each pool, with a dial per request, and on one
+// conn per goroutine.
 func BenchmarkEcho64(b *testing.B) {
 	srv := testnet.StartEcho(b)
 	addr := srv.Addr()
@@ -163,6 +197,29 @@ func BenchmarkEcho64(b *testing.B) {
 			must(b, err)
 			echo(b, c)
 			c.Close()
+		})
+	})
+	// none-reuse does the round trip on one conn per goroutine, dialled
+	// before the timer starts, without a pool: its B/op and allocs/op are
+	// the round trip's own, for subtracting from the other rows.
+	b.Run("Pool=none-reuse", func(b *testing.B) {
+		const parallelism = 32
+		conns := make(chan net.Conn, parallelism*runtime.GOMAXPROCS(0))
+		for range cap(conns) {
+			c, err := dial()
+			must(b, err)
+			defer c.Close()
+			conns <- c
+		}
+		b.ReportAllocs()
+		b.SetParallelism(parallelism)
+		b.ResetTimer()
+		b.RunParallel(func(pb *testing.PB) {
+			c := <-conns
+			defer func() { conns <- c }()
+			for pb.Next() {
+				echo(b, c)
+			}
 		})
 	})
 	b.Run("Pool=connpool", func(b *testing.B) {
