@@ -14,11 +14,9 @@ var errBucketDropped = errors.New("connpool: bug: dropped bucket escaped")
 
 // idleConn is a conn resting in a bucket.
 type idleConn struct {
-	pc     *pconn
-	since  int64     // a clock reading no later than the moment pc was returned
-	info   *connInfo // pc.info, kept here so the hit path need not read pc
-	node   *lruNode  // its place in the pool's idle LRU; nil without WithMaxIdle
-	probed bool      // pc.probe.applies(): its since is an exact clock reading
+	pc    *pconn
+	info  *connInfo // pc.info, kept here so the hit path need not read pc
+	since int64     // a clock reading no later than the moment pc was returned
 }
 
 // bucket is the per-address state of a [Pool]: a LIFO stack of idle conns,
@@ -146,10 +144,9 @@ func (b *bucket) countersLocked() Counters {
 // handleBatch is the most Conn handles a bucket allocates at once.
 const handleBatch = 16
 
-// newConnLocked returns a fresh handle for pc, whose addrs and whether
-// pc.probe is set (probed) the caller passes in, so that handing out an idle
-// conn need not read pc itself.
-func (b *bucket) newConnLocked(pc *pconn, info *connInfo, probed bool) *Conn {
+// newConnLocked returns a fresh handle for pc, whose info the caller
+// passes in.
+func (b *bucket) newConnLocked(pc *pconn, info *connInfo) *Conn {
 	if len(b.handles) == 0 {
 		b.batchSize = min(max(2*b.batchSize, 1), handleBatch)
 		b.handles = make([]Conn, b.batchSize)
@@ -162,7 +159,7 @@ func (b *bucket) newConnLocked(pc *pconn, info *connInfo, probed bool) *Conn {
 	}
 	c.pc = unsafe.Pointer(pc) // not yet shared: see Conn.pc
 	c.info = info
-	c.probed = probed
+	c.probed = pc.probe.applies()
 	return c
 }
 
@@ -170,7 +167,7 @@ func (b *bucket) newConnLocked(pc *pconn, info *connInfo, probed bool) *Conn {
 // whether it was reused and for how long it sat idle by the checkout's
 // clock reading now.
 func (b *bucket) reuseLocked(ic *idleConn, now int64) *Conn {
-	c := b.newConnLocked(ic.pc, ic.info, ic.probed)
+	c := b.newConnLocked(ic.pc, ic.info)
 	c.reused = true
 	if now > ic.since {
 		c.idle = now - ic.since
@@ -232,7 +229,7 @@ func (b *bucket) acquire(now int64, fresh bool) (c *Conn, w *waiter, gen uint32,
 	// LRU is kept.
 	if n := len(b.idle) - 1; !fresh && n >= 0 {
 		ic := &b.idle[n]
-		if ic.node == nil && b.freshLocked(ic, now) {
+		if p.lru == nil && b.freshLocked(ic, now) {
 			c = b.reuseLocked(ic, now)
 			*ic = idleConn{}
 			b.idle = b.idle[:n]
@@ -253,7 +250,7 @@ func (b *bucket) acquire(now int64, fresh bool) (c *Conn, w *waiter, gen uint32,
 		b.idle[n] = idleConn{}
 		b.idle = b.idle[:n]
 		switch {
-		case ic.node != nil && p.lru.remove(ic.node):
+		case ic.info.node != nil && p.lru.remove(ic.info.node):
 			discarded = b.discardLocked(discarded, ic.pc.nc, closedIdleCapEvicted)
 		case p.timeout > 0 && now-ic.since >= p.timeout:
 			// The conns below are older: the loop discards them too.
@@ -276,7 +273,7 @@ func (b *bucket) acquire(now int64, fresh bool) (c *Conn, w *waiter, gen uint32,
 		ic := b.idle[0]
 		b.idle = slices.Delete(b.idle, 0, 1)
 		reason := closedForNew
-		if ic.node != nil && p.lru.remove(ic.node) {
+		if ic.info.node != nil && p.lru.remove(ic.info.node) {
 			reason = closedIdleCapEvicted
 		}
 		discarded = b.discardLocked(discarded, ic.pc.nc, reason)
@@ -403,18 +400,18 @@ func (b *bucket) adoptLocked(pc *pconn, now int64) (toClose []net.Conn, victim *
 	if err := b.dialedLocked(pc, now); err != nil {
 		return []net.Conn{pc.nc}, nil
 	}
-	return b.putLocked(pc, pc.info, pc.probe.applies())
+	return b.putLocked(pc, pc.info)
 }
 
 // put takes back the conn of a handle whose holder called Close, and returns
 // the socket's close error if the pool did not keep it.
-func (b *bucket) put(pc *pconn, info *connInfo, probed bool) error {
+func (b *bucket) put(pc *pconn, info *connInfo) error {
 	now := b.pool.coarse.Load()
 	b.mu.Lock()
 	if now > b.now {
 		b.now = now
 	}
-	toClose, victim := b.putLocked(pc, info, probed)
+	toClose, victim := b.putLocked(pc, info)
 	b.mu.Unlock()
 	if victim != nil {
 		victim.b.evict(victim)
@@ -427,10 +424,9 @@ func (b *bucket) put(pc *pconn, info *connInfo, probed bool) error {
 // conns the caller must close, and an LRU victim in another bucket that the
 // caller must evict, both after the lock is released.
 //
-// info is pc.info and probed is pc.probe.applies(), passed in so that, with
-// no limit in play, the common case of pushing onto the idle stack never
-// reads pc itself.
-func (b *bucket) putLocked(pc *pconn, info *connInfo, probed bool) (toClose []net.Conn, victim *lruNode) {
+// info is pc.info, passed in so that, with no limit in play, the common
+// case of pushing onto the idle stack never reads pc itself.
+func (b *bucket) putLocked(pc *pconn, info *connInfo) (toClose []net.Conn, victim *lruNode) {
 	p := b.pool
 	switch {
 	case p.closed.Load():
@@ -447,10 +443,10 @@ func (b *bucket) putLocked(pc *pconn, info *connInfo, probed bool) (toClose []ne
 	case len(b.idle) >= p.capacity:
 		return b.discardLocked(nil, pc.nc, closedBucketFull), nil
 	}
-	ic := idleConn{pc: pc, since: b.now, info: info, probed: probed}
+	ic := idleConn{pc: pc, info: info, since: b.now}
 	if p.lru != nil {
-		ic.node = &lruNode{b: b}
-		victim = p.lru.add(ic.node)
+		info.node = &lruNode{b: b}
+		victim = p.lru.add(info.node)
 	}
 	b.idle = append(b.idle, ic)
 	if victim != nil && victim.b == b {
@@ -470,7 +466,7 @@ func (b *bucket) evict(victim *lruNode) {
 
 func (b *bucket) evictLocked(out []net.Conn, victim *lruNode) []net.Conn {
 	for i, ic := range b.idle {
-		if ic.node == victim {
+		if ic.info.node == victim {
 			b.idle = slices.Delete(b.idle, i, i+1)
 			return b.discardLocked(out, ic.pc.nc, closedIdleCapEvicted)
 		}
@@ -513,12 +509,12 @@ func (b *bucket) sweepLocked(now int64) (discarded []net.Conn) {
 		case p.maxLifetime > 0 && now >= ic.pc.deadline:
 			reason = closedMaxLifetime
 		}
-		if ic.node != nil {
+		if ic.info.node != nil {
 			if reason != notCounted {
-				if p.lru.remove(ic.node) {
+				if p.lru.remove(ic.info.node) {
 					reason = closedIdleCapEvicted
 				}
-			} else if p.lru.isEvicted(ic.node) {
+			} else if p.lru.isEvicted(ic.info.node) {
 				reason = closedIdleCapEvicted
 			}
 		}
@@ -544,8 +540,8 @@ func (b *bucket) drainLocked() []net.Conn {
 	b.idle = nil
 	var out []net.Conn
 	for _, ic := range idle {
-		if ic.node != nil {
-			b.pool.lru.remove(ic.node)
+		if ic.info.node != nil {
+			b.pool.lru.remove(ic.info.node)
 		}
 		out = b.discardLocked(out, ic.pc.nc, notCounted)
 	}

@@ -32,7 +32,7 @@ type Conn struct {
 	info   *connInfo // pc.info: the bucket and addresses, which outlive the handle's use
 	idle   int64     // nanoseconds the conn sat idle before this checkout
 	reused bool
-	probed bool // pc.probe != nil, kept here so the hit path need not read pc
+	probed bool // pc.probe.applies(), kept here so that Get need not read pc again
 	// io records whether a byte was written (sent) or read (received)
 	// through this handle, for Do's retry rules. Read and Write may run
 	// concurrently, hence an atomic; each sets its bit once. With the two
@@ -78,6 +78,10 @@ type pconn struct {
 type connInfo struct {
 	b             *bucket
 	local, remote net.Addr
+
+	// node is the conn's place in the pool's idle LRU while it is idle;
+	// with WithMaxIdle, every idle conn has one. It is guarded by b.mu.
+	node *lruNode
 }
 
 // Close hands the connection to the oldest checkout waiting for its address,
@@ -93,7 +97,7 @@ func (c *Conn) Close() error {
 	if pc == nil {
 		return ErrConnClosed
 	}
-	return c.info.b.put(pc, c.info, c.probed)
+	return c.info.b.put(pc, c.info)
 }
 
 // Release closes the socket and removes it from the pool's counts. Use it

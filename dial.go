@@ -55,7 +55,7 @@ func (b *bucket) dialDoneLocked(pc *pconn, err error, now int64) (c *Conn, toClo
 	if err := b.dialedLocked(pc, now); err != nil {
 		return nil, []net.Conn{pc.nc}, err
 	}
-	return b.newConnLocked(pc, pc.info, pc.probe.applies()), nil, nil
+	return b.newConnLocked(pc, pc.info), nil, nil
 }
 
 // dialConn calls the dial function for b's address and wraps the conn in a

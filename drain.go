@@ -36,8 +36,8 @@ func (p *Pool) Drain(address string) error {
 	b.idle = nil
 	var toClose []net.Conn
 	for _, ic := range idle {
-		if ic.node != nil {
-			p.lru.remove(ic.node)
+		if ic.info.node != nil {
+			p.lru.remove(ic.info.node)
 		}
 		toClose = b.discardLocked(toClose, ic.pc.nc, closedDrained)
 	}

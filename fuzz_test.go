@@ -906,11 +906,11 @@ func (m *model) checkBucketLocked(b *bucket, bnow int64, held map[*pconn]bool, n
 		if held[ic.pc] {
 			return fmt.Errorf("conn %d is idle and in use", id)
 		}
-		if (ic.node != nil) != (m.maxIdle > 0) {
-			return fmt.Errorf("idle conn %d has LRU node %p with WithMaxIdle(%d)", id, ic.node, m.maxIdle)
+		if (ic.info.node != nil) != (m.maxIdle > 0) {
+			return fmt.Errorf("idle conn %d has LRU node %p with WithMaxIdle(%d)", id, ic.info.node, m.maxIdle)
 		}
-		if ic.node != nil {
-			nodes[ic.node] = id
+		if ic.info.node != nil {
+			nodes[ic.info.node] = id
 		}
 	}
 	return nil

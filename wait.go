@@ -101,7 +101,7 @@ func (b *bucket) handOffLocked(pc *pconn) bool {
 	if w == nil {
 		return false
 	}
-	c := b.newConnLocked(pc, pc.info, pc.probe.applies())
+	c := b.newConnLocked(pc, pc.info)
 	c.reused = true
 	b.wakeLocked(w, delivery{c: c})
 	return true
@@ -120,7 +120,7 @@ func (b *bucket) abandonLocked(w *waiter) (toClose []net.Conn, victim *lruNode) 
 	switch {
 	case d.c != nil:
 		// The handle was never handed out; only the socket moves on.
-		return b.putLocked(d.c.end(), d.c.info, d.c.probed)
+		return b.putLocked(d.c.end(), d.c.info)
 	case d.grant:
 		b.cancelDialLocked()
 	}
