@@ -101,6 +101,11 @@ type bucket struct {
 	handles   []Conn
 	batchSize int
 
+	// probing is set once a conn the liveness check applies to is bound
+	// to the address. Until then no conn of the address needs the check,
+	// and handing one out need not read the conn to find out.
+	probing bool
+
 	// checkoutsAtSweep is dials+reuses at the previous sweep.
 	checkoutsAtSweep int64
 
@@ -159,7 +164,7 @@ func (b *bucket) newConnLocked(pc *pconn, info *connInfo) *Conn {
 	}
 	c.pc = unsafe.Pointer(pc) // not yet shared: see Conn.pc
 	c.info = info
-	c.probed = pc.probe.applies()
+	c.probed = b.probing && pc.probe.applies()
 	return c
 }
 
@@ -390,6 +395,9 @@ func (b *bucket) dialedLocked(pc *pconn, now int64) error {
 		return ErrClosed
 	}
 	b.total++
+	if pc.probe.applies() {
+		b.probing = true
+	}
 	b.checkLocked()
 	return nil
 }

@@ -50,32 +50,30 @@ func (p *Pool) runCleaner(tick time.Duration, sweepEvery int) {
 // nobody waiting. Their counters are kept in the pool-wide totals. now is a
 // reading of p.clock; tests pass any value they like.
 //
-// The registry's lock is held only to take the next chunk of buckets from
-// the map and to drop the chunk's empty buckets; each bucket is swept under
-// its own lock alone. Taking up the map's iteration after the lock was let
-// go is sound: every access to the map is made under the lock, and a range
-// loop sees entries deleted meanwhile no more and may or may not see
-// entries added meanwhile, which the next sweep visits.
+// The sweep reads the registry's snapshot, which needs no lock, and the
+// buckets added since it was cut. It visits them in chunks, each bucket
+// under its own lock alone, and takes the registry's lock only to drop a
+// chunk's empty buckets, so a Get of a new address never waits for a whole
+// sweep. Buckets added meanwhile are visited by the next sweep.
 func (p *Pool) sweep(now int64) {
-	r := &p.buckets
+	snapshot, added := p.buckets.sweepList()
 	chunk := make([]*bucket, 0, sweepChunk)
-	r.mu.Lock()
-	for _, b := range r.all {
+	visit := func(b *bucket) {
 		chunk = append(chunk, b)
-		if len(chunk) < sweepChunk {
-			continue
+		if len(chunk) == sweepChunk {
+			p.sweepBuckets(now, chunk)
+			chunk = chunk[:0]
 		}
-		r.mu.Unlock()
-		p.sweepBuckets(now, chunk)
-		chunk = chunk[:0]
-		r.mu.Lock()
 	}
-	r.mu.Unlock()
+	if snapshot != nil {
+		for _, b := range *snapshot {
+			visit(b)
+		}
+	}
+	for _, b := range added {
+		visit(b)
+	}
 	p.sweepBuckets(now, chunk)
-
-	r.mu.Lock()
-	r.shrinkLocked()
-	r.mu.Unlock()
 }
 
 // sweepBuckets sweeps each bucket under its own lock, closes what expired

@@ -501,11 +501,11 @@ func (p *Pool) Close() error {
 
 	var drained []discarded
 	p.buckets.mu.Lock()
-	for _, b := range p.buckets.all {
+	p.buckets.eachLocked(func(b *bucket) {
 		b.mu.Lock()
 		drained = append(drained, discarded{b, b.drainLocked()})
 		b.mu.Unlock()
-	}
+	})
 	p.buckets.mu.Unlock()
 
 	var result *multierror.Error

@@ -20,7 +20,7 @@ func (p *Pool) Drain(address string) error {
 	}
 	r := &p.buckets
 	r.mu.Lock()
-	b := r.all[address]
+	b := r.getLocked(address)
 	r.mu.Unlock()
 	if b == nil {
 		return nil

@@ -691,7 +691,7 @@ func (m *model) warm(p *Pool, d *testnet.FakeDialer, addr string, n int) error {
 		// to dial it may find the bucket the cleaner dropped still in the
 		// registry's snapshot, and then makes none: it is empty either way.
 		p.buckets.mu.Lock()
-		made := p.buckets.all[addr] != nil
+		made := p.buckets.getLocked(addr) != nil
 		p.buckets.mu.Unlock()
 		if made || target > 0 {
 			m.bnow[addr] = 0
@@ -708,7 +708,7 @@ func (m *model) warm(p *Pool, d *testnet.FakeDialer, addr string, n int) error {
 
 	// The warm conns are the top k of the stack, in the order they came.
 	p.buckets.mu.Lock()
-	b := p.buckets.all[addr]
+	b := p.buckets.getLocked(addr)
 	p.buckets.mu.Unlock()
 	if b == nil {
 		return fmt.Errorf("Warm(%s, %d) dialed %d conns and left no bucket", addr, n, k)
@@ -850,11 +850,11 @@ func (m *model) check(p *Pool, d *testnet.FakeDialer) error {
 	// the stamps and deadlines, nothing in flight, no idle conn in use.
 	p.buckets.mu.Lock()
 	defer p.buckets.mu.Unlock()
-	if len(p.buckets.all) != len(m.bnow) {
-		return fmt.Errorf("%d buckets, model has %d", len(p.buckets.all), len(m.bnow))
+	if p.buckets.n != len(m.bnow) {
+		return fmt.Errorf("%d buckets, model has %d", p.buckets.n, len(m.bnow))
 	}
 	nodes := map[*lruNode]int64{}
-	for addr, b := range p.buckets.all {
+	for addr, b := range p.buckets.mapLocked() {
 		bnow, ok := m.bnow[addr]
 		if !ok {
 			return fmt.Errorf("bucket %s exists; the model has none", addr)

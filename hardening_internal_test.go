@@ -36,7 +36,7 @@ func TestWarmRacingDrainNeverPanicsAndLeavesNoDialCounted(t *testing.T) {
 		wg.Wait()
 
 		p.buckets.mu.Lock()
-		for _, b := range p.buckets.all {
+		for _, b := range p.buckets.mapLocked() {
 			b.mu.Lock()
 			assert.Zero(t, b.dialing, "round %d: dials left counted", round)
 			assert.Zero(t, b.warming, "round %d: warming dials left counted", round)

@@ -242,7 +242,8 @@ func TestDroppedBucketsLeaveTheRegistry(t *testing.T) {
 	r := &p.buckets
 	r.builds.Wait() // the snapshot is rebuilt in the background
 	r.mu.Lock()
-	assert.Empty(t, r.all)
+	assert.Zero(t, r.n)
+	assert.Empty(t, r.mapLocked())
 	assert.Empty(t, *r.read.Load(), "the snapshot must not keep dropped buckets alive")
 	r.mu.Unlock()
 	for _, c := range handles {
@@ -278,7 +279,7 @@ func TestGetOnADroppedBucketMovesToANewOne(t *testing.T) {
 	defer c.Close()
 	assert.NotSame(t, old, c.(*Conn).info.b)
 	r.mu.Lock()
-	assert.Same(t, r.all["a:1"], c.(*Conn).info.b)
+	assert.Same(t, r.getLocked("a:1"), c.(*Conn).info.b)
 	r.mu.Unlock()
 }
 
@@ -305,10 +306,18 @@ func TestBucketPanicsOnInconsistentCounts(t *testing.T) {
 // snapshotNow publishes a snapshot of the registry's map at once, as a
 // finished build would. The caller holds r.mu; no build may be running.
 func snapshotNow(r *registry) {
-	m := sized(r.all)
+	m := r.mapLocked()
 	r.read.Store(&m)
-	r.log = nil
+	r.pending = nil
 	r.misses = 0
+}
+
+// mapLocked returns a copy of the registry's authoritative map. The caller
+// holds r.mu.
+func (r *registry) mapLocked() map[string]*bucket {
+	m := make(map[string]*bucket, r.n)
+	r.eachLocked(func(b *bucket) { m[b.address] = b })
+	return m
 }
 
 func TestQuietAddressDropsItsSpareHandles(t *testing.T) {

@@ -10,33 +10,32 @@ import (
 // read-mostly design of the original sync.Map, with string keys hashed
 // natively, which halves the cost of a lookup on the hit path.
 //
-// The snapshot is a cache: a lookup that misses it, or finds a bucket the
-// cleaner has dropped, goes to the authoritative map under the lock. It is
-// rebuilt after as many misses and drops as the map has entries, so
-// rebuilding costs O(1) amortised per change. The O(entries) copy runs in a
-// goroutine of its own, outside the lock, from the previous snapshot and the
-// log of changes made since, so no Get waits for it.
-//
-// Go maps never shrink, so once the authoritative map holds fewer than half
-// the entries it once held, the cleaner copies it into a map of the right
-// size; snapshots are built at the right size too. The memory of addresses
-// that came and went is given back.
+// The authoritative map is not kept as a second full copy: it is the
+// snapshot overlaid with the changes made since the snapshot was cut
+// (building, then pending: a bucket added, or nil for an address whose
+// bucket was dropped). A lookup that misses the snapshot, or finds a bucket
+// the cleaner has dropped, consults the overlays under the lock. After as
+// many misses and drops as the map has entries, the changes are cut and
+// merged into a new snapshot, so rebuilding costs O(1) amortised per change.
+// The O(entries) merge runs in a goroutine of its own, outside the lock, so
+// no Get waits for it. Each snapshot is made at the size of its entries, so
+// the memory of addresses that came and went is given back.
 type registry struct {
 	pool *Pool
 
 	read atomic.Pointer[map[string]*bucket] // snapshot; never modified once stored
 
-	mu      sync.Mutex         // protects the fields below; taken before bucket.mu
-	all     map[string]*bucket // authoritative; holds every bucket not dropped
-	peak    int                // the most entries all has held since it was made
-	retired Counters           // counters of the buckets removed so far
+	mu sync.Mutex // protects the fields below; taken before bucket.mu
 
-	// log records every change made to all since the last snapshot was
-	// cut, in order: a bucket added, or an address whose bucket was dropped.
-	// Invariant: the last snapshot cut, with log applied, equals all.
-	log        []change
-	misses     int  // slow lookups and drops since the last snapshot was cut
-	rebuilding bool // a goroutine is building the next snapshot
+	// building holds the changes of the cut being merged into the next
+	// snapshot (nil when no build runs), and pending the changes made
+	// since. Invariant: *read overlaid with building, then pending, is the
+	// authoritative map: every bucket that is not dropped, and only those.
+	building map[string]*bucket
+	pending  map[string]*bucket
+	n        int      // entries of the authoritative map
+	misses   int      // slow lookups and drops since the last cut
+	retired  Counters // counters of the buckets removed so far
 
 	// builds counts the goroutines building snapshots. They are started
 	// under mu while the pool is open, and Pool.Close takes mu after
@@ -44,18 +43,82 @@ type registry struct {
 	builds sync.WaitGroup
 }
 
-// change is one entry of registry.log: b was added under address, or, with
-// b nil, the bucket of address was dropped.
-type change struct {
-	address string
-	b       *bucket
-}
-
 // rebuild is a snapshot build that has been cut, to run outside the lock.
 type rebuild struct {
-	base *map[string]*bucket // the previous snapshot, or nil
-	log  []change
-	size int // len(all) at the cut: the entries the new snapshot will hold
+	base    *map[string]*bucket // the previous snapshot, or nil
+	changes map[string]*bucket  // to apply to base; nil values delete
+	size    int                 // the entries the new snapshot will hold
+}
+
+// getLocked returns the bucket of address in the authoritative map, or nil.
+// The caller holds r.mu.
+func (r *registry) getLocked(address string) *bucket {
+	if b, ok := r.pending[address]; ok {
+		return b
+	}
+	if b, ok := r.building[address]; ok {
+		return b
+	}
+	if m := r.read.Load(); m != nil {
+		return (*m)[address]
+	}
+	return nil
+}
+
+// setLocked records a change of the authoritative map: b added for
+// address, or with b nil, the bucket of address dropped. The caller holds
+// r.mu.
+func (r *registry) setLocked(address string, b *bucket) {
+	if r.pending == nil {
+		r.pending = make(map[string]*bucket)
+	}
+	r.pending[address] = b
+	if b != nil {
+		r.n++
+	} else {
+		r.n--
+	}
+}
+
+// eachLocked calls f for every bucket of the authoritative map. The caller
+// holds r.mu.
+func (r *registry) eachLocked(f func(*bucket)) {
+	if m := r.read.Load(); m != nil {
+		for address, b := range *m {
+			if _, ok := r.building[address]; ok {
+				continue
+			}
+			if _, ok := r.pending[address]; !ok {
+				f(b)
+			}
+		}
+	}
+	for address, b := range r.building {
+		if _, ok := r.pending[address]; !ok && b != nil {
+			f(b)
+		}
+	}
+	for _, b := range r.pending {
+		if b != nil {
+			f(b)
+		}
+	}
+}
+
+// sweepList returns what a sweep visits: the snapshot, which needs no lock
+// to read, and the buckets added since it was cut. Some of the snapshot's
+// buckets may have been dropped since; the sweep skips those.
+func (r *registry) sweepList() (snapshot *map[string]*bucket, added []*bucket) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, m := range []map[string]*bucket{r.building, r.pending} {
+		for _, b := range m {
+			if b != nil {
+				added = append(added, b)
+			}
+		}
+	}
+	return r.read.Load(), added
 }
 
 // lookup returns the bucket of address, creating it if needed. The snapshot
@@ -73,15 +136,10 @@ func (r *registry) lookup(address string) *bucket {
 // lookupSlow returns the live bucket of address, creating it if needed.
 func (r *registry) lookupSlow(address string) *bucket {
 	r.mu.Lock()
-	b := r.all[address]
+	b := r.getLocked(address)
 	if b == nil {
-		if r.all == nil {
-			r.all = make(map[string]*bucket)
-		}
 		b = &bucket{address: address, pool: r.pool}
-		r.all[address] = b
-		r.peak = max(r.peak, len(r.all))
-		r.log = append(r.log, change{address, b})
+		r.setLocked(address, b)
 	}
 	r.missedLocked(1)
 	r.mu.Unlock()
@@ -94,12 +152,11 @@ func (r *registry) dropLocked(b *bucket) bool {
 	if b.dropped || !b.emptyLocked() {
 		return false
 	}
-	if r.all[b.address] != b {
+	if r.getLocked(b.address) != b {
 		panic("connpool: bug: dropping unknown bucket " + b.address)
 	}
 	b.dropped = true
-	delete(r.all, b.address)
-	r.log = append(r.log, change{address: b.address})
+	r.setLocked(b.address, nil)
 	r.retired.add(b.countersLocked())
 	return true
 }
@@ -117,13 +174,15 @@ func (r *registry) missedLocked(n int) {
 // since the last cut outnumber the map's entries, no build is running and
 // the pool is open; otherwise it returns nil. The caller holds r.mu.
 func (r *registry) cutLocked() *rebuild {
-	if r.misses <= len(r.all) || r.rebuilding || r.pool.closed.Load() {
+	if r.misses <= r.n || r.building != nil || r.pool.closed.Load() {
 		return nil
 	}
-	rb := &rebuild{base: r.read.Load(), log: r.log, size: len(r.all)}
-	r.log = nil
 	r.misses = 0
-	r.rebuilding = true
+	if len(r.pending) == 0 {
+		return nil // the snapshot is the whole map already
+	}
+	rb := &rebuild{base: r.read.Load(), changes: r.pending, size: r.n}
+	r.building, r.pending = r.pending, nil
 	return rb
 }
 
@@ -135,46 +194,20 @@ func (r *registry) build(rb *rebuild) {
 		m := make(map[string]*bucket, rb.size)
 		if rb.base != nil {
 			for address, b := range *rb.base {
+				if _, changed := rb.changes[address]; !changed {
+					m[address] = b
+				}
+			}
+		}
+		for address, b := range rb.changes {
+			if b != nil {
 				m[address] = b
 			}
 		}
-		for _, c := range rb.log {
-			if c.b == nil {
-				delete(m, c.address)
-			} else {
-				m[c.address] = c.b
-			}
-		}
-		if rb.base != nil && len(*rb.base) > 2*len(m) {
-			// m grew to hold the old entries the log then deleted, and maps
-			// never shrink: copy it into one of the right size.
-			m = sized(m)
-		}
 		r.mu.Lock()
 		r.read.Store(&m)
-		r.rebuilding = false
+		r.building = nil
 		rb = r.cutLocked()
 		r.mu.Unlock()
 	}
-}
-
-// shrinkLocked copies the map into one of the right size once it holds
-// fewer than half the entries it once held. The copy costs O(entries) and
-// follows at least as many deletions. The snapshot is not touched: its
-// contents do not change. The caller holds r.mu.
-func (r *registry) shrinkLocked() {
-	if len(r.all) >= r.peak/2 {
-		return
-	}
-	r.all = sized(r.all)
-	r.peak = len(r.all)
-}
-
-// sized returns a copy of m in a map of the right size for its entries.
-func sized(m map[string]*bucket) map[string]*bucket {
-	c := make(map[string]*bucket, len(m))
-	for address, b := range m {
-		c[address] = b
-	}
-	return c
 }

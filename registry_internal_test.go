@@ -31,11 +31,8 @@ func TestSnapshotForgetsBucketsDroppedDuringABuild(t *testing.T) {
 		require.Less(t, i, 10*n, "no cut")
 		r.mu.Lock()
 		addr := "new:0" // a new address, then repeated lookups that miss the snapshot
-		if r.all[addr] == nil {
-			b := &bucket{address: addr, pool: p}
-			r.all[addr] = b
-			r.peak = max(r.peak, len(r.all))
-			r.log = append(r.log, change{addr, b})
+		if r.getLocked(addr) == nil {
+			r.setLocked(addr, &bucket{address: addr, pool: p})
 		}
 		r.misses++
 		rb = r.cutLocked() // as missedLocked does, but without starting the build
@@ -58,12 +55,12 @@ func TestSnapshotForgetsBucketsDroppedDuringABuild(t *testing.T) {
 	r.builds.Wait()
 
 	r.mu.Lock()
-	all, misses := len(r.all), r.misses
+	all, misses := r.n, r.misses
 	snap := len(*r.read.Load())
 	r.mu.Unlock()
-	t.Logf("len(all) %d, misses %d, snapshot entries %d", all, misses, snap)
+	t.Logf("entries %d, misses %d, snapshot entries %d", all, misses, snap)
 	assert.Zero(t, all)
 	assert.Zero(t, snap,
-		"the snapshot keeps %d dropped buckets alive for good (misses %d > len(all) %d, but no cut is ever retried)",
+		"the snapshot keeps %d dropped buckets alive for good (misses %d > entries %d, but no cut is ever retried)",
 		snap, misses, all)
 }

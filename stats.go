@@ -167,12 +167,12 @@ func (p *Pool) Stats() Stats {
 	r := &p.buckets
 	r.mu.Lock()
 	retired := r.retired
-	s.Destinations = make([]DestinationStats, 0, len(r.all))
-	for _, b := range r.all {
+	s.Destinations = make([]DestinationStats, 0, r.n)
+	r.eachLocked(func(b *bucket) {
 		b.mu.Lock()
 		s.Destinations = append(s.Destinations, b.statsLocked())
 		b.mu.Unlock()
-	}
+	})
 	r.mu.Unlock()
 
 	slices.SortFunc(s.Destinations, func(a, b DestinationStats) int {
