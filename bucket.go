@@ -28,13 +28,16 @@ type idleConn struct {
 // (clock.go). A stamp is never later than the real return time, so the age
 // computed from it is never too small, and it is earlier by at most the
 // coarse clock's lag.
+//
+// The fields a checkout touches come first, and the whole struct, with its
+// first idle slot, is 160 bytes: at 100,000 addresses it is what the pool
+// costs per address, and what has to come from memory on each checkout.
 type bucket struct {
-	address string
-	pool    *Pool
-
-	mu sync.Mutex // protects the fields below; taken after registry.mu, before idleLRU.mu
+	mu sync.Mutex // protects the fields below but address and pool; taken after registry.mu, before idleLRU.mu
 
 	// idle is a stack; idle[len(idle)-1] is the most recently returned conn.
+	// It starts out on first, so an address that keeps one idle conn
+	// allocates no stack.
 	// Invariants:
 	//   - len(idle) <= pool.capacity;
 	//   - since is non-decreasing from idle[0] to the top (stamps are taken
@@ -43,50 +46,13 @@ type bucket struct {
 	//   - once the pool is closed, idle is empty and stays empty.
 	idle []idleConn
 
-	// total counts open conns bound to address: idle plus in use.
-	// Invariant: total >= len(idle).
-	total int
-
-	// dialing counts dials in flight for address, including slots granted
-	// to waiters that are about to dial. Invariant: with a MaxActive limit,
-	// total + dialing <= maxActive.
-	dialing int
-
-	// warming counts the dials of Warm among dialing that were reserved in
-	// the current generation; Drain starts it again from zero, since the
-	// conns of older warming dials will be closed, not pooled.
-	warming int
-
-	// closing counts conns taken out of service whose Close has not
-	// returned yet. They keep their slot until it has: a socket exists
-	// until it is closed. Every conn given to closeDiscarded was counted
-	// here by discardLocked.
-	closing int
-
-	// waiters queues checkouts that found the address at its MaxActive
-	// limit, oldest first. Invariants: a waiter is queued only while no slot
-	// is free (grantSlotsLocked runs whenever one frees); a waiter from Get
-	// only while no usable conn is idle (a returned conn goes to a waiter
-	// first); and a waiter from New that found idle conns has had the oldest
-	// taken out of service, so a slot frees for it once that Close returns.
-	waiters waitQueue
-
 	// now is the latest clock reading seen for this bucket. It never
 	// decreases.
 	now int64
 
-	// dropped is set when the cleaner removes the bucket from the registry.
-	// A dropped bucket has no conns, dials, closes or waiters, and accepts
-	// none. Only the cleaner drops buckets, so a bucket that is not dropped
-	// is in the registry's map.
-	dropped bool
-
-	// gen counts the calls of Pool.Drain. A conn whose dial was reserved in
-	// an earlier generation is closed when it comes back rather than
-	// pooled, but keeps its slot until then, so the MaxActive limit counts
-	// conns from before a drain too. Invariant: every idle conn is of the
-	// current generation.
-	gen uint32
+	// dials and reuses are the counters that checkouts move; the others
+	// are in cold. Counters reports the sum (countersLocked).
+	dials, reuses int64
 
 	// handles is a batch of unused Conn handles, carved one per checkout.
 	// Allocating handles in batches rather than one by one takes most of
@@ -98,49 +64,141 @@ type bucket struct {
 	// checkouts costs few handles, and a sweep that finds that the address
 	// saw no checkout since the previous sweep drops the unused handles and
 	// starts again from 1 (sweepLocked): a quiet address holds no batch.
-	handles   []Conn
-	batchSize int
+	handles []Conn
+
+	// retryTokens is the address's retry budget, in retries: each
+	// checkout pays in, each retry takes one out (budget.go).
+	retryTokens float32
+
+	// total counts open conns bound to address: idle plus in use.
+	// Invariant: total >= len(idle).
+	total int32
+
+	// dialing counts dials in flight for address, including slots granted
+	// to waiters that are about to dial. Invariant: with a MaxActive limit,
+	// total + dialing + closing <= maxActive.
+	dialing int32
+
+	// closing counts conns taken out of service whose Close has not
+	// returned yet. They keep their slot until it has: a socket exists
+	// until it is closed. Every conn given to closeDiscarded was counted
+	// here by discardLocked.
+	closing int32
+
+	// checkoutsAtSweep is the low 32 bits of dials+reuses at the previous
+	// sweep.
+	checkoutsAtSweep uint32
+
+	batchSize uint8 // the size of the last batch of handles
+
+	// dropped is set when the cleaner removes the bucket from the registry.
+	// A dropped bucket has no conns, dials, closes or waiters, and accepts
+	// none. Only the cleaner drops buckets, so a bucket that is not dropped
+	// is in the registry's map.
+	dropped bool
 
 	// probing is set once a conn the liveness check applies to is bound
 	// to the address. Until then no conn of the address needs the check,
 	// and handing one out need not read the conn to find out.
 	probing bool
 
-	// checkoutsAtSweep is dials+reuses at the previous sweep.
-	checkoutsAtSweep int64
+	// cold holds what most addresses never need: waiting, Warm and Drain
+	// state and the rarer counters. It is allocated the first time one of
+	// them is needed, and nil means all of them are zero.
+	cold *bucketCold
 
-	// retryTokens is the address's retry budget, in retries: each
-	// checkout pays in, each retry takes one out (budget.go).
-	retryTokens float64
+	pool    *Pool
+	address string
 
-	// dials and reuses are the counters that checkouts move; the others
-	// are in rare, allocated the first time one of them moves, so that an
-	// address that never closed, waited or retried does not carry them.
-	// Counters reports the sum (countersLocked).
-	dials, reuses int64
-	rare          *Counters
+	first [1]idleConn // idle's first backing array
 }
 
-// rareLocked returns the bucket's rare counters, allocating them if needed.
-func (b *bucket) rareLocked() *Counters {
-	if b.rare == nil {
-		b.rare = new(Counters)
+// takeIdleLocked empties the idle stack and returns what it held. The
+// caller clears the returned slice once done with it, since it may be the
+// bucket's first slot.
+func (b *bucket) takeIdleLocked() []idleConn {
+	idle := b.idle
+	b.idle = b.first[:0]
+	return idle
+}
+
+// newBucket returns the empty bucket of address in p.
+func newBucket(p *Pool, address string) *bucket {
+	b := &bucket{pool: p, address: address}
+	b.idle = b.first[:0]
+	return b
+}
+
+// bucketCold is the part of a bucket that most addresses never need.
+type bucketCold struct {
+	// waiters queues checkouts that found the address at its MaxActive
+	// limit, oldest first. Invariants: a waiter is queued only while no slot
+	// is free (grantSlotsLocked runs whenever one frees); a waiter from Get
+	// only while no usable conn is idle (a returned conn goes to a waiter
+	// first); and a waiter from New that found idle conns has had the oldest
+	// taken out of service, so a slot frees for it once that Close returns.
+	waiters waitQueue
+
+	// warming counts the dials of Warm among dialing that were reserved in
+	// the current generation; Drain starts it again from zero, since the
+	// conns of older warming dials will be closed, not pooled.
+	warming int
+
+	// gen counts the calls of Pool.Drain. A conn whose dial was reserved in
+	// an earlier generation is closed when it comes back rather than
+	// pooled, but keeps its slot until then, so the MaxActive limit counts
+	// conns from before a drain too. Invariant: every idle conn is of the
+	// current generation.
+	gen uint32
+
+	// counters are the bucket's counters other than Dials and Reuses.
+	counters Counters
+}
+
+// coldLocked returns the bucket's cold part, allocating it if needed.
+func (b *bucket) coldLocked() *bucketCold {
+	if b.cold == nil {
+		b.cold = new(bucketCold)
 	}
-	return b.rare
+	return b.cold
+}
+
+// waitingLocked returns how many checkouts wait at the address.
+func (b *bucket) waitingLocked() int {
+	if b.cold == nil {
+		return 0
+	}
+	return b.cold.waiters.len()
+}
+
+// genLocked returns the address's drain generation.
+func (b *bucket) genLocked() uint32 {
+	if b.cold == nil {
+		return 0
+	}
+	return b.cold.gen
+}
+
+// warmingLocked returns how many of the address's dials are Warm's.
+func (b *bucket) warmingLocked() int {
+	if b.cold == nil {
+		return 0
+	}
+	return b.cold.warming
 }
 
 // countLocked counts a conn closed for reason.
 func (b *bucket) countLocked(reason closeReason) {
 	if reason != notCounted {
-		b.rareLocked().count(reason)
+		b.coldLocked().counters.count(reason)
 	}
 }
 
 // countersLocked returns the bucket's counters.
 func (b *bucket) countersLocked() Counters {
 	var c Counters
-	if b.rare != nil {
-		c = *b.rare
+	if b.cold != nil {
+		c = b.cold.counters
 	}
 	c.Dials, c.Reuses = b.dials, b.reuses
 	return c
@@ -200,7 +258,7 @@ func (b *bucket) unreuse(c *Conn, pc *pconn, reason closeReason, now bool) {
 // hasSlotLocked reports whether one more conn may be dialed for the address.
 func (b *bucket) hasSlotLocked() bool {
 	max := b.pool.maxActive
-	return max == 0 || b.total+b.dialing+b.closing < max
+	return max == 0 || int(b.total+b.dialing+b.closing) < max
 }
 
 // acquire serves a checkout. Unless fresh is set it first pops the most
@@ -286,13 +344,14 @@ func (b *bucket) acquire(now int64, fresh bool) (c *Conn, w *waiter, gen uint32,
 	b.closeLaterLocked(discarded)
 	if b.hasSlotLocked() {
 		b.dialing++
-		gen = b.gen
+		gen = b.genLocked()
 		b.mu.Unlock()
 		return nil, nil, gen, nil
 	}
 	w = &waiter{ch: make(chan delivery, 1), fresh: fresh}
-	b.waiters.pushBack(w)
-	b.rareLocked().WaitCount++
+	cold := b.coldLocked()
+	cold.waiters.pushBack(w)
+	cold.counters.WaitCount++
 	b.mu.Unlock()
 	return nil, w, 0, nil
 }
@@ -353,7 +412,7 @@ func (b *bucket) closeDiscarded(conns []net.Conn) error {
 // freeClosed frees the slots of n discarded conns whose Close has returned.
 func (b *bucket) freeClosed(n int) {
 	b.mu.Lock()
-	b.closing -= n
+	b.closing -= int32(n)
 	b.checkLocked()
 	b.grantSlotsLocked()
 	b.mu.Unlock()
@@ -363,12 +422,12 @@ func (b *bucket) freeClosed(n int) {
 // conns, none in use, no dial or close in flight and nobody waiting.
 func (b *bucket) emptyLocked() bool {
 	return len(b.idle) == 0 && b.total == 0 && b.dialing == 0 && b.closing == 0 &&
-		b.waiters.len() == 0
+		b.waitingLocked() == 0
 }
 
 // dialFailedLocked ends a reserved dial that failed, freeing its slot.
 func (b *bucket) dialFailedLocked() {
-	b.rareLocked().DialErrors++
+	b.coldLocked().counters.DialErrors++
 	b.cancelDialLocked()
 }
 
@@ -414,7 +473,11 @@ func (b *bucket) adoptLocked(pc *pconn, now int64) (toClose []net.Conn, victim *
 // put takes back the conn of a handle whose holder called Close, and returns
 // the socket's close error if the pool did not keep it.
 func (b *bucket) put(pc *pconn, info *connInfo) error {
-	now := b.pool.coarse.Load()
+	p := b.pool
+	now := p.coarse.Load()
+	if p.maxLifetime > 0 && now >= pc.deadline-p.margin {
+		now = p.readClock() // judge the lifetime exactly, as Get does
+	}
 	b.mu.Lock()
 	if now > b.now {
 		b.now = now
@@ -439,13 +502,13 @@ func (b *bucket) putLocked(pc *pconn, info *connInfo) (toClose []net.Conn, victi
 	switch {
 	case p.closed.Load():
 		return b.discardLocked(nil, pc.nc, notCounted), nil
-	case b.gen != 0 && pc.gen != b.gen: // reads pc only once the address was drained
+	case b.genLocked() != 0 && pc.gen != b.genLocked(): // reads pc only once the address was drained
 		return b.discardLocked(nil, pc.nc, closedDrained), nil
 	case p.maxLifetime > 0 && b.now >= pc.deadline:
 		return b.discardLocked(nil, pc.nc, closedMaxLifetime), nil
-	case b.waiters.len() > 0 && b.handOffLocked(pc):
+	case b.waitingLocked() > 0 && b.handOffLocked(pc):
 		return nil, nil
-	case b.waiters.len() > 0:
+	case b.waitingLocked() > 0:
 		// Only checkouts from New wait, and they need a slot to dial.
 		return b.discardLocked(nil, pc.nc, closedForNew), nil
 	case len(b.idle) >= p.capacity:
@@ -457,6 +520,9 @@ func (b *bucket) putLocked(pc *pconn, info *connInfo) (toClose []net.Conn, victi
 		victim = p.lru.add(info.node)
 	}
 	b.idle = append(b.idle, ic)
+	if cap(b.idle) > 1 {
+		b.first[0] = idleConn{} // idle has moved off first: keep no stale conn reachable
+	}
 	if victim != nil && victim.b == b {
 		return b.evictLocked(nil, victim), nil
 	}
@@ -498,7 +564,7 @@ func (b *bucket) sweepLocked(now int64) (discarded []net.Conn) {
 	if now > b.now {
 		b.now = now
 	}
-	if checkouts := b.dials + b.reuses; checkouts == b.checkoutsAtSweep {
+	if checkouts := uint32(b.dials + b.reuses); checkouts == b.checkoutsAtSweep {
 		b.handles, b.batchSize = nil, 0
 	} else {
 		b.checkoutsAtSweep = checkouts
@@ -544,8 +610,7 @@ func (b *bucket) sweepLocked(now int64) (discarded []net.Conn) {
 // idle conn for the caller to close with closeDiscarded and wakes every
 // waiter with ErrClosed.
 func (b *bucket) drainLocked() []net.Conn {
-	idle := b.idle
-	b.idle = nil
+	idle := b.takeIdleLocked()
 	var out []net.Conn
 	for _, ic := range idle {
 		if ic.info.node != nil {
@@ -553,8 +618,9 @@ func (b *bucket) drainLocked() []net.Conn {
 		}
 		out = b.discardLocked(out, ic.pc.nc, notCounted)
 	}
-	for b.waiters.len() > 0 {
-		b.wakeLocked(b.waiters.first(), delivery{err: ErrClosed})
+	clear(idle)
+	for b.waitingLocked() > 0 {
+		b.wakeLocked(b.cold.waiters.first(), delivery{err: ErrClosed})
 	}
 	b.checkLocked()
 	return out
@@ -566,8 +632,8 @@ func (b *bucket) statsLocked() DestinationStats {
 		Address:  b.address,
 		Total:    int64(b.total),
 		Idle:     int64(len(b.idle)),
-		InUse:    int64(b.total - len(b.idle)),
-		Waiting:  int64(b.waiters.len()),
+		InUse:    int64(b.total) - int64(len(b.idle)),
+		Waiting:  int64(b.waitingLocked()),
 		Counters: b.countersLocked(),
 	}
 }
@@ -576,8 +642,9 @@ func (b *bucket) statsLocked() DestinationStats {
 // miscount spread.
 func (b *bucket) checkLocked() {
 	max := b.pool.maxActive
-	if b.total < len(b.idle) || b.dialing < b.warming || b.warming < 0 || b.closing < 0 ||
-		(max > 0 && b.total+b.dialing+b.closing > max) {
+	warming := b.warmingLocked()
+	if int(b.total) < len(b.idle) || int(b.dialing) < warming || warming < 0 || b.closing < 0 ||
+		(max > 0 && int(b.total+b.dialing+b.closing) > max) {
 		panic("connpool: bug: bucket " + b.address + " counts are inconsistent")
 	}
 }

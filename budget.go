@@ -111,9 +111,9 @@ func (b *bucket) spendRetry() (ok, dropped bool) {
 		ok = b.pool.retryFloor.take(b.pool.clock())
 	}
 	if ok {
-		b.rareLocked().Retries++
+		b.coldLocked().counters.Retries++
 	} else {
-		b.rareLocked().RetryBudgetExhausted++
+		b.coldLocked().counters.RetryBudgetExhausted++
 	}
 	return ok, false
 }

@@ -88,7 +88,7 @@ func (p *Pool) sweepBuckets(now int64, buckets []*bucket) {
 			continue
 		}
 		expired := b.sweepLocked(now)
-		idle := b.total == 0 && b.dialing == 0 && b.waiters.len() == 0
+		idle := b.total == 0 && b.dialing == 0 && b.waitingLocked() == 0
 		b.mu.Unlock()
 		_ = b.closeDiscarded(expired) // nobody to report an expired conn's close error to
 		if idle {

@@ -29,13 +29,15 @@ const (
 	maxTick = 250 * time.Millisecond
 
 	// quietTick is the tick of a pool with no idle timeout, max lifetime
-	// or validator, whose coarse clock only stamps IdleTime.
+	// or validator minimum idle time, whose coarse clock only stamps
+	// IdleTime.
 	quietTick = time.Second
 )
 
 // tickFor returns the coarse clock's tick for the shortest of a pool's
-// time limits, or 0 if it has none: a sixteenth of it, at least 1 ms and
-// at most maxTick.
+// time limits (idle timeout, max lifetime, the validator's minimum idle
+// time), or 0 if it has none: a sixteenth of it, at least 1 ms and at most
+// maxTick; quietTick without a limit.
 func tickFor(limit time.Duration) time.Duration {
 	if limit == 0 {
 		return quietTick

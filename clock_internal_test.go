@@ -1,6 +1,7 @@
 package connpool
 
 import (
+	"errors"
 	"net"
 	"testing"
 	"time"
@@ -192,4 +193,101 @@ func TestTickFor(t *testing.T) {
 	}
 	assert.Equal(t, time.Duration(0), shortestLimit(0, 0))
 	assert.Equal(t, time.Second, shortestLimit(0, time.Second, time.Minute))
+}
+
+// Regression: Close judged a conn's lifetime on the coarse reading alone,
+// and handed a conn up to a tick past its deadline to a waiting Get.
+func TestReturnedConnNearItsDeadlineIsJudgedOnAnExactReading(t *testing.T) {
+	var d testnet.FakeDialer
+	p, clock := newLaggingPool(t, &d, WithMaxLifetime(30*time.Minute), WithMaxActive(1))
+	c1, err := p.Get("a:1")
+	require.NoError(t, err)
+	deadline := c1.(*Conn).load().deadline
+
+	got := make(chan net.Conn, 1)
+	go func() {
+		c, err := p.Get("a:1") // waits at the cap
+		assert.NoError(t, err)
+		got <- c
+	}()
+	b := c1.(*Conn).info.b
+	require.Eventually(t, func() bool {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		return b.waitingLocked() == 1
+	}, 5*time.Second, time.Millisecond)
+
+	clock.set(deadline + int64(time.Millisecond))
+	clock.publish(deadline + int64(time.Millisecond) - int64(maxTick)) // lags by a tick, within the margin
+	require.NoError(t, c1.Close())
+
+	c2 := <-got
+	defer c2.Close()
+	assert.NotEqual(t, c1.LocalAddr(), c2.LocalAddr(), "the waiter got the conn past its lifetime")
+	assert.Less(t, clock.read(), c2.(*Conn).load().deadline)
+}
+
+// Regression: a checkout kept the reading it took before a validator ran,
+// and judged the next idle conn on it after the validator rejected one,
+// however long the validator took.
+func TestCheckoutTakesANewReadingAfterAValidatorRejectsAConn(t *testing.T) {
+	var d testnet.FakeDialer
+	clock := new(fakeClock)
+	clock.advance(time.Hour)
+	validations := 0
+	slow := false
+	validate := func(net.Conn) error {
+		validations++
+		if slow {
+			slow = false
+			clock.advance(2 * time.Minute) // the ping took two minutes
+			return errors.New("rejected")
+		}
+		return nil
+	}
+	p, err := New(d.Dial, 4, time.Hour, withClock(clock), WithValidator(validate, 0))
+	require.NoError(t, err)
+	t.Cleanup(func() { p.Close() })
+
+	older, err := p.Get("a:1")
+	require.NoError(t, err)
+	newer, err := p.Get("a:1")
+	require.NoError(t, err)
+	require.NoError(t, older.Close()) // the bottom of the stack
+	clock.advance(59 * time.Minute)
+	require.NoError(t, newer.Close()) // the top
+
+	slow = true
+	c, err := p.Get("a:1")
+	require.NoError(t, err)
+	defer c.Close()
+	assert.Equal(t, 1, validations, "the older conn, idle for 61 minutes, is not even validated")
+	assert.NotEqual(t, older.LocalAddr(), c.LocalAddr(), "a conn idle for the timeout was handed out")
+}
+
+// Regression: with a validator as the pool's only time limit, the coarse
+// clock ticked once a second, so a conn returned a millisecond earlier
+// could look idle for most of a second and be validated before minIdle.
+func TestValidatorMinIdleSetsTheTick(t *testing.T) {
+	var d testnet.FakeDialer
+	clock := &fakeClock{lag: true}
+	clock.now.Store(int64(time.Hour))
+	validated := 0
+	validate := func(net.Conn) error { validated++; return nil }
+	p, err := New(d.Dial, 4, 0, withClock(clock), WithValidator(validate, 500*time.Millisecond))
+	require.NoError(t, err)
+	t.Cleanup(func() { p.Close() })
+	tick := 500 * time.Millisecond / 16
+	require.Equal(t, int64(2*tick), p.margin)
+
+	c, err := p.Get("a:1")
+	require.NoError(t, err)
+	clock.advance(tick - time.Millisecond) // the coarse clock lags by less than a tick
+	require.NoError(t, c.Close())
+	clock.advance(time.Millisecond)
+
+	c2, err := p.Get("a:1") // a millisecond after the return
+	require.NoError(t, err)
+	defer c2.Close()
+	assert.Zero(t, validated, "idle a millisecond, judged %v", c2.(*Conn).IdleTime())
 }

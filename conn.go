@@ -218,8 +218,9 @@ func (c *Conn) Received() bool { return c.io.Load()&receivedBit != 0 }
 // IdleTime returns how long a reused connection sat idle before this
 // checkout, and 0 for a new one. It is measured on the pool's coarse clock,
 // so it may be off by up to one tick of the cleaner either way: a
-// sixteenth of the shorter of the idle timeout and the max lifetime, at
-// least 1 ms and at most 250 ms, or 1 s for a pool with neither.
+// sixteenth of the shortest of the idle timeout, the max lifetime and the
+// validator's minIdle, at least 1 ms and at most 250 ms, or 1 s for a pool
+// with none of them.
 func (c *Conn) IdleTime() time.Duration { return time.Duration(c.idle) }
 
 // Address returns the destination address the connection is bound to: the

@@ -189,8 +189,10 @@ func WithoutLivenessCheck() Option {
 // least minIdle (0: every time). It runs outside every lock and may do I/O,
 // such as a protocol ping; it must leave the conn clean for the holder. A
 // conn it rejects is closed (counted in ClosedValidatorFailed) and the next
-// idle conn tried, or a new one dialed. The default is no validator; a nil
-// fn is the same. Negative minIdle is rejected by [New].
+// idle conn tried, or a new one dialed. Idle time is judged as for the idle
+// timeout (see [New]): a conn may be validated up to a sixteenth of minIdle
+// early, never late. The default is no validator; a nil fn is the same.
+// Negative minIdle is rejected by [New].
 func WithValidator(fn func(net.Conn) error, minIdle time.Duration) Option {
 	return func(o *options) {
 		o.validator = fn
@@ -217,7 +219,7 @@ type Pool struct {
 
 	// retryDeposit is what each checkout pays into its address's retry
 	// budget, and retryFloor the pool-wide floor (budget.go).
-	retryDeposit float64
+	retryDeposit float32
 	retryFloor   retryFloor
 
 	// clock returns monotonic nanoseconds since the pool was created. Tests
@@ -257,16 +259,17 @@ type Pool struct {
 //     a conn that has been idle that long, and a background cleaner closes
 //     such conns within about 1.25 × timeout. Zero means idle conns never
 //     expire. Negative is rejected. There is no minimum.
+//   - dial may be nil only if [WithDialContext] is given.
 //
 // Get and Close read no clock: they judge idle times and lifetimes on a
 // coarse clock that the cleaner renews every tick (a sixteenth of the
-// shorter of timeout and [WithMaxLifetime], between 1 ms and 250 ms; 1 s
-// with neither), and take an exact reading for a conn within two ticks of a
-// limit. The guarantees above hold as long as the cleaner goroutine is not
-// kept from running for longer than a tick; after a longer stall (a
-// stopped process, a paused VM), a conn can be handed out past its limit by
-// up to the stall's length, until the cleaner's next tick.
-//   - dial may be nil only if [WithDialContext] is given.
+// shortest of timeout, [WithMaxLifetime] and the minIdle of
+// [WithValidator], between 1 ms and 250 ms; 1 s with none of them), and
+// take an exact reading for a conn within two ticks of a limit. The
+// guarantees above hold as long as the cleaner goroutine is not kept from
+// running for longer than a tick; after a longer stall (a stopped process,
+// a paused VM), a conn can be handed out past its limit by up to the
+// stall's length, until the cleaner's next tick.
 //
 // New starts the cleaner goroutine; [Pool.Close] stops it. Errors wrap
 // [ErrInvalidConfig].
@@ -309,7 +312,7 @@ func New(dial Dial, capacity int, timeout time.Duration, opts ...Option) (*Pool,
 		stop:        make(chan struct{}),
 		done:        make(chan struct{}),
 	}
-	p.retryDeposit = o.retryShare / (1 + o.retryShare)
+	p.retryDeposit = float32(o.retryShare / (1 + o.retryShare))
 	p.retryFloor = retryFloor{perSecond: float64(o.retryPerSecond), tokens: float64(o.retryPerSecond)}
 	p.buckets.pool = p
 	if o.maxIdle > 0 {
@@ -328,7 +331,7 @@ func New(dial Dial, capacity int, timeout time.Duration, opts ...Option) (*Pool,
 	}
 	p.closing, p.cancelClosing = context.WithCancel(context.Background())
 
-	tick := tickFor(shortestLimit(timeout, o.maxLifetime))
+	tick := tickFor(shortestLimit(timeout, o.maxLifetime, o.validateAge))
 	p.margin = 2 * int64(tick)
 	interval := sweepInterval(timeout, o.maxLifetime)
 	go p.runCleaner(tick, max(int(interval/tick), 1))
@@ -396,10 +399,11 @@ func (p *Pool) checkout(ctx context.Context, address string, fresh bool) (*Conn,
 	if p.closed.Load() {
 		return nil, ErrClosed
 	}
-	now := p.coarse.Load()
 	b := p.buckets.lookup(address)
 	for {
-		c, w, gen, err := b.acquire(now, fresh)
+		// A new reading each time round: a validator that rejected the
+		// last conn may have taken any time.
+		c, w, gen, err := b.acquire(p.coarse.Load(), fresh)
 		switch {
 		case err == errBucketDropped:
 			b = p.buckets.lookupSlow(address)

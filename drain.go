@@ -30,10 +30,10 @@ func (p *Pool) Drain(address string) error {
 		b.mu.Unlock()
 		return nil
 	}
-	b.gen++
-	b.warming = 0 // the conns of dials warming now will be closed
-	idle := b.idle
-	b.idle = nil
+	cold := b.coldLocked()
+	cold.gen++
+	cold.warming = 0 // the conns of dials warming now will be closed
+	idle := b.takeIdleLocked()
 	var toClose []net.Conn
 	for _, ic := range idle {
 		if ic.info.node != nil {
@@ -41,6 +41,7 @@ func (p *Pool) Drain(address string) error {
 		}
 		toClose = b.discardLocked(toClose, ic.pc.nc, closedDrained)
 	}
+	clear(idle)
 	b.mu.Unlock()
 
 	err := closeEach(toClose)

@@ -886,9 +886,9 @@ func (m *model) check(p *Pool, d *testnet.FakeDialer) error {
 }
 
 func (m *model) checkBucketLocked(b *bucket, bnow int64, held map[*pconn]bool, nodes map[*lruNode]int64) error {
-	if b.dialing != 0 || b.warming != 0 || b.closing != 0 || b.waiters.len() != 0 || b.dropped {
+	if b.dialing != 0 || b.warmingLocked() != 0 || b.closing != 0 || b.waitingLocked() != 0 || b.dropped {
 		return fmt.Errorf("dialing %d warming %d closing %d waiters %d dropped %v between steps",
-			b.dialing, b.warming, b.closing, b.waiters.len(), b.dropped)
+			b.dialing, b.warmingLocked(), b.closing, b.waitingLocked(), b.dropped)
 	}
 	if b.now != bnow {
 		return fmt.Errorf("clock %d, model has %d", b.now, bnow)

@@ -39,7 +39,7 @@ func TestWarmRacingDrainNeverPanicsAndLeavesNoDialCounted(t *testing.T) {
 		for _, b := range p.buckets.mapLocked() {
 			b.mu.Lock()
 			assert.Zero(t, b.dialing, "round %d: dials left counted", round)
-			assert.Zero(t, b.warming, "round %d: warming dials left counted", round)
+			assert.Zero(t, b.warmingLocked(), "round %d: warming dials left counted", round)
 			assert.EqualValues(t, d.Open(), b.total, "round %d: counted conns are the open ones", round)
 			b.mu.Unlock()
 		}
@@ -91,7 +91,7 @@ func TestGetDoesNotWaitOnTheCloseOfDiscardedConns(t *testing.T) {
 	}
 	b := p.buckets.lookup("a:1")
 	b.mu.Lock()
-	assert.Equal(t, 8, b.closing, "the slots are freed only when Close returns")
+	assert.EqualValues(t, 8, b.closing, "the slots are freed only when Close returns")
 	b.mu.Unlock()
 	close(gate)
 	p.closers.Wait()

@@ -189,7 +189,7 @@ func TestSweepRemovesOnlyTheExpiredPrefix(t *testing.T) {
 	b.mu.Unlock()
 	require.Len(t, idle, 1)
 	assert.Equal(t, young.LocalAddr(), idle[0].pc.nc.LocalAddr())
-	assert.Equal(t, 1, total)
+	assert.EqualValues(t, 1, total)
 	assert.EqualValues(t, 2, p.Stats().ClosedIdleTimeout)
 }
 
@@ -347,6 +347,6 @@ func TestQuietAddressDropsItsSpareHandles(t *testing.T) {
 	require.NoError(t, c.Close())
 	b.mu.Lock()
 	assert.Nil(t, b.handles, "the next batch is of one handle again, spent at once")
-	assert.Equal(t, 1, b.batchSize)
+	assert.EqualValues(t, 1, b.batchSize)
 	b.mu.Unlock()
 }

@@ -138,7 +138,7 @@ func (r *registry) lookupSlow(address string) *bucket {
 	r.mu.Lock()
 	b := r.getLocked(address)
 	if b == nil {
-		b = &bucket{address: address, pool: r.pool}
+		b = newBucket(r.pool, address)
 		r.setLocked(address, b)
 	}
 	r.missedLocked(1)

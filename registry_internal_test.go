@@ -32,7 +32,7 @@ func TestSnapshotForgetsBucketsDroppedDuringABuild(t *testing.T) {
 		r.mu.Lock()
 		addr := "new:0" // a new address, then repeated lookups that miss the snapshot
 		if r.getLocked(addr) == nil {
-			r.setLocked(addr, &bucket{address: addr, pool: p})
+			r.setLocked(addr, newBucket(p, addr))
 		}
 		r.misses++
 		rb = r.cutLocked() // as missedLocked does, but without starting the build

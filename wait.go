@@ -80,16 +80,16 @@ func (q *waitQueue) firstForConn() *waiter {
 
 // wakeLocked dequeues w and delivers d to it. The caller holds b.mu.
 func (b *bucket) wakeLocked(w *waiter, d delivery) {
-	b.waiters.remove(w)
-	w.ch <- d // never blocks: ch has room for the one delivery
+	b.cold.waiters.remove(w) // queued, so cold exists
+	w.ch <- d                // never blocks: ch has room for the one delivery
 }
 
 // grantSlotsLocked hands free slots to the oldest waiters, in arrival
 // order. Call it whenever total or dialing goes down. The caller holds b.mu.
 func (b *bucket) grantSlotsLocked() {
-	for b.waiters.len() > 0 && b.hasSlotLocked() {
+	for b.waitingLocked() > 0 && b.hasSlotLocked() {
 		b.dialing++
-		b.wakeLocked(b.waiters.first(), delivery{grant: true, gen: b.gen})
+		b.wakeLocked(b.cold.waiters.first(), delivery{grant: true, gen: b.cold.gen})
 	}
 }
 
@@ -97,7 +97,10 @@ func (b *bucket) grantSlotsLocked() {
 // takes conns. It reports false if no such waiter exists. The caller holds
 // b.mu.
 func (b *bucket) handOffLocked(pc *pconn) bool {
-	w := b.waiters.firstForConn()
+	if b.cold == nil {
+		return false
+	}
+	w := b.cold.waiters.firstForConn()
 	if w == nil {
 		return false
 	}
@@ -113,7 +116,7 @@ func (b *bucket) handOffLocked(pc *pconn) bool {
 // close are returned. The caller holds b.mu.
 func (b *bucket) abandonLocked(w *waiter) (toClose []net.Conn, victim *lruNode) {
 	if w.queued {
-		b.waiters.remove(w)
+		b.cold.waiters.remove(w)
 		return nil, nil
 	}
 	d := <-w.ch // delivered under b.mu, so it is there
@@ -130,7 +133,7 @@ func (b *bucket) abandonLocked(w *waiter) (toClose []net.Conn, victim *lruNode) 
 // waited records the wait of a waiter that got its delivery.
 func (b *bucket) waited(d time.Duration) {
 	b.mu.Lock()
-	b.rareLocked().WaitDuration += d
+	b.coldLocked().counters.WaitDuration += d
 	b.mu.Unlock()
 }
 
@@ -138,7 +141,7 @@ func (b *bucket) waited(d time.Duration) {
 // timeout runs out.
 func (b *bucket) giveUp(w *waiter, d time.Duration) {
 	b.mu.Lock()
-	b.rareLocked().WaitDuration += d
+	b.coldLocked().counters.WaitDuration += d
 	toClose, victim := b.abandonLocked(w)
 	if (len(toClose) > 0 || victim != nil) && !b.pool.closed.Load() {
 		// Off the caller's path, which has its own error to return at

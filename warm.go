@@ -118,12 +118,13 @@ func (b *bucket) reserveWarm(target int) (gen uint32, err error) {
 		return 0, errBucketDropped
 	case b.pool.closed.Load():
 		return 0, ErrClosed
-	case len(b.idle)+b.warming >= target || !b.hasSlotLocked():
+	case len(b.idle)+b.warmingLocked() >= target || !b.hasSlotLocked():
 		return 0, errWarmEnough
 	}
 	b.dialing++
-	b.warming++
-	return b.gen, nil
+	cold := b.coldLocked()
+	cold.warming++
+	return cold.gen, nil
 }
 
 // warmOne runs one warming dial reserved with reserveWarm in generation
@@ -140,8 +141,8 @@ func (p *Pool) warmOne(ctx context.Context, b *bucket, gen uint32) (err error) {
 		var toClose []net.Conn
 		var victim *lruNode
 		b.mu.Lock()
-		if gen == b.gen {
-			b.warming--
+		if gen == b.genLocked() {
+			b.cold.warming--
 		}
 		switch {
 		case err == ErrClosed:
