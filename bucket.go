@@ -122,6 +122,17 @@ func (b *bucket) takeIdleLocked() []idleConn {
 	return idle
 }
 
+// growIdleLocked moves the full idle stack to a larger array: twice its
+// size, but never more than the pool's capacity, which the stack cannot
+// outgrow. Once the stack has left first, first holds no conn.
+func (b *bucket) growIdleLocked() {
+	n := max(min(2*cap(b.idle), b.pool.capacity), cap(b.idle)+1)
+	idle := make([]idleConn, len(b.idle), n)
+	copy(idle, b.idle)
+	clear(b.idle)
+	b.idle = idle
+}
+
 // newBucket returns the empty bucket of address in p.
 func newBucket(p *Pool, address string) *bucket {
 	b := &bucket{pool: p, address: address}
@@ -519,10 +530,10 @@ func (b *bucket) putLocked(pc *pconn, info *connInfo) (toClose []net.Conn, victi
 		info.node = &lruNode{b: b}
 		victim = p.lru.add(info.node)
 	}
-	b.idle = append(b.idle, ic)
-	if cap(b.idle) > 1 {
-		b.first[0] = idleConn{} // idle has moved off first: keep no stale conn reachable
+	if len(b.idle) == cap(b.idle) {
+		b.growIdleLocked()
 	}
+	b.idle = append(b.idle, ic)
 	if victim != nil && victim.b == b {
 		return b.evictLocked(nil, victim), nil
 	}
