@@ -29,8 +29,8 @@ type idleConn struct {
 // computed from it is never too small, and it is earlier by at most the
 // coarse clock's lag.
 //
-// The fields a checkout touches come first, and the whole struct, with its
-// first idle slot, is 160 bytes: at 100,000 addresses it is what the pool
+// The fields a checkout touches come first, in about two cache lines, and
+// the whole struct, with its first idle slot, is 160 bytes: at 100,000 addresses it is what the pool
 // costs per address, and what has to come from memory on each checkout.
 type bucket struct {
 	mu sync.Mutex // protects the fields below but address and pool; taken after registry.mu, before idleLRU.mu
@@ -46,13 +46,13 @@ type bucket struct {
 	//   - once the pool is closed, idle is empty and stays empty.
 	idle []idleConn
 
+	first [1]idleConn // idle's first backing array
+
 	// now is the latest clock reading seen for this bucket. It never
 	// decreases.
 	now int64
 
-	// dials and reuses are the counters that checkouts move; the others
-	// are in cold. Counters reports the sum (countersLocked).
-	dials, reuses int64
+	pool *Pool // set at creation, then only read
 
 	// handles is a batch of unused Conn handles, carved one per checkout.
 	// Allocating handles in batches rather than one by one takes most of
@@ -66,9 +66,35 @@ type bucket struct {
 	// starts again from 1 (sweepLocked): a quiet address holds no batch.
 	handles []Conn
 
+	// reuses and dials are the counters that checkouts move; the others
+	// are in cold. Counters reports the sum (countersLocked).
+	reuses int64
+
+	// cold holds what most addresses never need: waiting, Warm and Drain
+	// state and the rarer counters. It is allocated the first time one of
+	// them is needed, and nil means all of them are zero.
+	cold *bucketCold
+
 	// retryTokens is the address's retry budget, in retries: each
 	// checkout pays in, each retry takes one out (budget.go).
 	retryTokens float32
+
+	// dropped is set when the cleaner removes the bucket from the registry.
+	// A dropped bucket has no conns, dials, closes or waiters, and accepts
+	// none. Only the cleaner drops buckets, so a bucket that is not dropped
+	// is in the registry's map.
+	dropped bool
+
+	// probing is set once a conn the liveness check applies to is bound
+	// to the address. Until then no conn of the address needs the check,
+	// and handing one out need not read the conn to find out.
+	probing bool
+
+	batchSize uint8 // the size of the last batch of handles
+
+	// checkoutsAtSweep is the low 32 bits of dials+reuses at the previous
+	// sweep.
+	checkoutsAtSweep uint32
 
 	// total counts open conns bound to address: idle plus in use.
 	// Invariant: total >= len(idle).
@@ -85,32 +111,9 @@ type bucket struct {
 	// here by discardLocked.
 	closing int32
 
-	// checkoutsAtSweep is the low 32 bits of dials+reuses at the previous
-	// sweep.
-	checkoutsAtSweep uint32
+	dials int64 // see reuses
 
-	batchSize uint8 // the size of the last batch of handles
-
-	// dropped is set when the cleaner removes the bucket from the registry.
-	// A dropped bucket has no conns, dials, closes or waiters, and accepts
-	// none. Only the cleaner drops buckets, so a bucket that is not dropped
-	// is in the registry's map.
-	dropped bool
-
-	// probing is set once a conn the liveness check applies to is bound
-	// to the address. Until then no conn of the address needs the check,
-	// and handing one out need not read the conn to find out.
-	probing bool
-
-	// cold holds what most addresses never need: waiting, Warm and Drain
-	// state and the rarer counters. It is allocated the first time one of
-	// them is needed, and nil means all of them are zero.
-	cold *bucketCold
-
-	pool    *Pool
 	address string
-
-	first [1]idleConn // idle's first backing array
 }
 
 // takeIdleLocked empties the idle stack and returns what it held. The
