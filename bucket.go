@@ -77,7 +77,7 @@ type bucket struct {
 
 	// retryTokens is the address's retry budget, in retries: each
 	// checkout pays in, each retry takes one out (budget.go).
-	retryTokens float32
+	retryTokens float64
 
 	// dropped is set when the cleaner removes the bucket from the registry.
 	// A dropped bucket has no conns, dials, closes or waiters, and accepts
@@ -92,9 +92,9 @@ type bucket struct {
 
 	batchSize uint8 // the size of the last batch of handles
 
-	// checkoutsAtSweep is the low 32 bits of dials+reuses at the previous
-	// sweep.
-	checkoutsAtSweep uint32
+	// busy is set by every checkout and cleared by every sweep; a sweep
+	// that finds it clear finds the address quiet.
+	busy bool
 
 	// total counts open conns bound to address: idle plus in use.
 	// Invariant: total >= len(idle).
@@ -228,6 +228,7 @@ func (b *bucket) newConnLocked(pc *pconn, info *connInfo) *Conn {
 		b.batchSize = min(max(2*b.batchSize, 1), handleBatch)
 		b.handles = make([]Conn, b.batchSize)
 	}
+	b.busy = true
 	c := &b.handles[0]
 	if len(b.handles) == 1 {
 		b.handles = nil // hold on to no spent batch
@@ -278,18 +279,20 @@ func (b *bucket) hasSlotLocked() bool {
 // acquire serves a checkout. Unless fresh is set it first pops the most
 // recently returned idle conn that is still usable, taking the unusable
 // ones out of service on the way; they are closed in the background, so the
-// checkout does not wait on their Close. now is a coarse reading: the
-// newest idle conn is judged on it if it is far from every limit
-// (freshLocked), and on an exact reading otherwise. It returns exactly one
-// of:
+// checkout does not wait on their Close. The newest idle conn is judged on
+// a coarse reading if it is far from every limit (freshLocked), and on an
+// exact reading otherwise. It returns exactly one of:
 //   - c: a reused conn;
 //   - w: the address is at its limit; the caller waits on w;
 //   - err: errBucketDropped or ErrClosed;
 //   - none of them: a slot is reserved (b.dialing counts it) for a dial of
 //     generation gen; the caller dials with dialFor.
-func (b *bucket) acquire(now int64, fresh bool) (c *Conn, w *waiter, gen uint32, err error) {
+func (b *bucket) acquire(fresh bool) (c *Conn, w *waiter, gen uint32, err error) {
 	p := b.pool
 	b.mu.Lock()
+	// Read under the lock: a checkout may wait for it, and each round of
+	// a checkout may follow a validator that took any time.
+	now := p.coarse.Load()
 	if b.dropped {
 		b.mu.Unlock()
 		return nil, nil, 0, errBucketDropped
@@ -578,11 +581,10 @@ func (b *bucket) sweepLocked(now int64) (discarded []net.Conn) {
 	if now > b.now {
 		b.now = now
 	}
-	if checkouts := uint32(b.dials + b.reuses); checkouts == b.checkoutsAtSweep {
+	if !b.busy {
 		b.handles, b.batchSize = nil, 0
-	} else {
-		b.checkoutsAtSweep = checkouts
 	}
+	b.busy = false
 	type discard struct {
 		nc     net.Conn
 		reason closeReason

@@ -3,6 +3,8 @@ package connpool
 import (
 	"errors"
 	"net"
+	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -290,4 +292,59 @@ func TestValidatorMinIdleSetsTheTick(t *testing.T) {
 	require.NoError(t, err)
 	defer c2.Close()
 	assert.Zero(t, validated, "idle a millisecond, judged %v", c2.(*Conn).IdleTime())
+}
+
+// acquireBlocked reports whether a goroutine is inside
+// bucket.acquire, blocked on a mutex (its coarse reading already taken).
+func acquireBlocked() bool {
+	buf := make([]byte, 1<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		if strings.Contains(g, "connpool.(*bucket).acquire") && strings.Contains(g, "sync.(*Mutex).Lock") {
+			return true
+		}
+	}
+	return false
+}
+
+// Regression: a Get that waited for its bucket's lock judged the idle conns
+// on the coarse reading it took before it waited, and handed out a conn
+// idle for twice the timeout while the coarse clock was current.
+func TestGetJudgesIdleConnsOnAReadingTakenUnderTheLock(t *testing.T) {
+	var d testnet.FakeDialer
+	p, clock := newTestPool(t, &d, 4) // idle timeout: one hour
+
+	c, err := p.Get("a:1")
+	require.NoError(t, err)
+	first := c.LocalAddr()
+	require.NoError(t, c.Close())
+
+	b := p.buckets.lookup("a:1")
+	b.mu.Lock() // another checkout or return of the address holds the lock
+	got := make(chan checkoutResult, 1)
+	go func() {
+		c, err := p.Get("a:1")
+		got <- checkoutResult{c, err}
+	}()
+	for i := 0; !acquireBlocked(); i++ {
+		if i > 1_000_000 {
+			b.mu.Unlock()
+			t.Fatal("the Get never reached the bucket's lock")
+		}
+		runtime.Gosched()
+	}
+	clock.advance(2 * time.Hour) // published: the coarse clock is up to date
+	b.mu.Unlock()
+
+	r := <-got
+	require.NoError(t, r.err)
+	defer r.c.Close()
+	assert.NotEqual(t, first, r.c.LocalAddr(),
+		"Get handed out a conn idle for %v with a %v idle timeout (IdleTime says %v)",
+		2*time.Hour, time.Hour, r.c.(*Conn).IdleTime())
+}
+
+type checkoutResult struct {
+	c   net.Conn
+	err error
 }

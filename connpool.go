@@ -219,7 +219,7 @@ type Pool struct {
 
 	// retryDeposit is what each checkout pays into its address's retry
 	// budget, and retryFloor the pool-wide floor (budget.go).
-	retryDeposit float32
+	retryDeposit float64
 	retryFloor   retryFloor
 
 	// clock returns monotonic nanoseconds since the pool was created. Tests
@@ -312,7 +312,7 @@ func New(dial Dial, capacity int, timeout time.Duration, opts ...Option) (*Pool,
 		stop:        make(chan struct{}),
 		done:        make(chan struct{}),
 	}
-	p.retryDeposit = float32(o.retryShare / (1 + o.retryShare))
+	p.retryDeposit = o.retryShare / (1 + o.retryShare)
 	p.retryFloor = retryFloor{perSecond: float64(o.retryPerSecond), tokens: float64(o.retryPerSecond)}
 	p.buckets.pool = p
 	if o.maxIdle > 0 {
@@ -401,9 +401,7 @@ func (p *Pool) checkout(ctx context.Context, address string, fresh bool) (*Conn,
 	}
 	b := p.buckets.lookup(address)
 	for {
-		// A new reading each time round: a validator that rejected the
-		// last conn may have taken any time.
-		c, w, gen, err := b.acquire(p.coarse.Load(), fresh)
+		c, w, gen, err := b.acquire(fresh)
 		switch {
 		case err == errBucketDropped:
 			b = p.buckets.lookupSlow(address)
