@@ -59,11 +59,11 @@ type bucket struct {
 	// the allocator's cost off the hit path. A handle is never reused, so
 	// every checkout still gets a distinct one. A live handle keeps its
 	// batch in memory, but an ended handle refers to no socket, so what a
-	// batch keeps reachable is bounded by the handles still in use.
-	// Batches double from 1 to handleBatch, so an address that sees few
-	// checkouts costs few handles, and a sweep that finds that the address
-	// saw no checkout since the previous sweep drops the unused handles and
-	// starts again from 1 (sweepLocked): a quiet address holds no batch.
+	// batch keeps reachable is bounded by the handles still in use. A
+	// sweep that finds that the address saw no checkout since the previous
+	// sweep drops the unused handles (sweepLocked): a quiet address holds
+	// no batch. In a pool of more than batchedAddresses addresses, handles
+	// are allocated one at a time instead (newConnLocked).
 	handles []Conn
 
 	// reuses and dials are the counters that checkouts move; the others
@@ -90,7 +90,9 @@ type bucket struct {
 	// and handing one out need not read the conn to find out.
 	probing bool
 
-	batchSize uint8 // the size of the last batch of handles
+	// drained is set by the address's first Drain. Until then every conn
+	// is of generation 0, so Close need not read the generation in cold.
+	drained bool
 
 	// busy is set by every checkout and cleared by every sweep; a sweep
 	// that finds it clear finds the address quiet.
@@ -218,23 +220,39 @@ func (b *bucket) countersLocked() Counters {
 	return c
 }
 
-// handleBatch is the most Conn handles a bucket allocates at once.
-const handleBatch = 16
+const (
+	// handleBatch is how many Conn handles a bucket allocates at once.
+	handleBatch = 16
+
+	// batchedAddresses is the most addresses a pool may know for its
+	// buckets to allocate handles in batches. Beyond it, a bucket's batch
+	// would most likely have left the CPU caches by the bucket's next
+	// checkout, so that carving a handle from it costs a cache miss, more
+	// than allocating one; and the spare handles would cost memory per
+	// address.
+	batchedAddresses = 1024
+)
 
 // newConnLocked returns a fresh handle for pc, whose info the caller
 // passes in.
 func (b *bucket) newConnLocked(pc *pconn, info *connInfo) *Conn {
-	if len(b.handles) == 0 {
-		b.batchSize = min(max(2*b.batchSize, 1), handleBatch)
-		b.handles = make([]Conn, b.batchSize)
+	var c *Conn
+	switch {
+	case len(b.handles) > 0:
+	case b.pool.buckets.large.Load():
+		c = new(Conn)
+	default:
+		b.handles = make([]Conn, handleBatch)
+	}
+	if c == nil {
+		c = &b.handles[0]
+		if len(b.handles) == 1 {
+			b.handles = nil // hold on to no spent batch
+		} else {
+			b.handles = b.handles[1:]
+		}
 	}
 	b.busy = true
-	c := &b.handles[0]
-	if len(b.handles) == 1 {
-		b.handles = nil // hold on to no spent batch
-	} else {
-		b.handles = b.handles[1:]
-	}
 	c.pc = unsafe.Pointer(pc) // not yet shared: see Conn.pc
 	c.info = info
 	c.probed = b.probing && pc.probe.applies()
@@ -519,7 +537,7 @@ func (b *bucket) putLocked(pc *pconn, info *connInfo) (toClose []net.Conn, victi
 	switch {
 	case p.closed.Load():
 		return b.discardLocked(nil, pc.nc, notCounted), nil
-	case b.genLocked() != 0 && pc.gen != b.genLocked(): // reads pc only once the address was drained
+	case b.drained && pc.gen != b.genLocked(): // reads pc and cold only once the address was drained
 		return b.discardLocked(nil, pc.nc, closedDrained), nil
 	case p.maxLifetime > 0 && b.now >= pc.deadline:
 		return b.discardLocked(nil, pc.nc, closedMaxLifetime), nil
@@ -582,7 +600,7 @@ func (b *bucket) sweepLocked(now int64) (discarded []net.Conn) {
 		b.now = now
 	}
 	if !b.busy {
-		b.handles, b.batchSize = nil, 0
+		b.handles = nil
 	}
 	b.busy = false
 	type discard struct {

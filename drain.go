@@ -32,6 +32,7 @@ func (p *Pool) Drain(address string) error {
 	}
 	cold := b.coldLocked()
 	cold.gen++
+	b.drained = true
 	cold.warming = 0 // the conns of dials warming now will be closed
 	idle := b.takeIdleLocked()
 	var toClose []net.Conn

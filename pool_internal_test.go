@@ -323,7 +323,7 @@ func (r *registry) mapLocked() map[string]*bucket {
 func TestQuietAddressDropsItsSpareHandles(t *testing.T) {
 	var d testnet.FakeDialer
 	p, clock := newTestPool(t, &d, 4)
-	for range 20 { // batches of 1, 2, 4, 8, then 16 with 11 left
+	for range 21 { // a batch of 16, then one with 11 left
 		c, err := p.Get("a:1")
 		require.NoError(t, err)
 		require.NoError(t, c.Close())
@@ -346,7 +346,31 @@ func TestQuietAddressDropsItsSpareHandles(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, c.Close())
 	b.mu.Lock()
-	assert.Nil(t, b.handles, "the next batch is of one handle again, spent at once")
-	assert.EqualValues(t, 1, b.batchSize)
+	assert.Len(t, b.handles, handleBatch-1, "a new batch")
+	b.mu.Unlock()
+}
+
+func TestLargePoolAllocatesHandlesOneAtATime(t *testing.T) {
+	var d testnet.FakeDialer
+	p, _ := newTestPool(t, &d, 4)
+	getClose := func(address string) {
+		t.Helper()
+		c, err := p.Get(address)
+		require.NoError(t, err)
+		require.NoError(t, c.Close())
+	}
+	for i := range batchedAddresses {
+		getClose("a:" + strconv.Itoa(i))
+	}
+	b := p.buckets.lookup("a:0")
+	b.mu.Lock()
+	assert.Len(t, b.handles, handleBatch-1, "at batchedAddresses addresses, handles come in batches")
+	b.mu.Unlock()
+
+	getClose("b:1")
+	getClose("b:1")
+	b = p.buckets.lookup("b:1")
+	b.mu.Lock()
+	assert.Nil(t, b.handles, "past batchedAddresses addresses, one at a time")
 	b.mu.Unlock()
 }

@@ -34,6 +34,10 @@ type registry struct {
 	building map[string]*bucket
 	pending  map[string]*bucket
 	n        int      // entries of the authoritative map
+
+	// large is set while n exceeds batchedAddresses. It is written under
+	// mu and read without it, on the hit path.
+	large atomic.Bool
 	misses   int      // slow lookups and drops since the last cut
 	retired  Counters // counters of the buckets removed so far
 
@@ -78,6 +82,7 @@ func (r *registry) setLocked(address string, b *bucket) {
 	} else {
 		r.n--
 	}
+	r.large.Store(r.n > batchedAddresses)
 }
 
 // eachLocked calls f for every bucket of the authoritative map. The caller
