@@ -33,13 +33,13 @@ type registry struct {
 	// authoritative map: every bucket that is not dropped, and only those.
 	building map[string]*bucket
 	pending  map[string]*bucket
-	n        int      // entries of the authoritative map
+	n        int // entries of the authoritative map
 
 	// large is set while n exceeds batchedAddresses. It is written under
 	// mu and read without it, on the hit path.
-	large atomic.Bool
-	misses   int      // slow lookups and drops since the last cut
-	retired  Counters // counters of the buckets removed so far
+	large   atomic.Bool
+	misses  int      // slow lookups and drops since the last cut
+	retired Counters // counters of the buckets removed so far
 
 	// builds counts the goroutines building snapshots. They are started
 	// under mu while the pool is open, and Pool.Close takes mu after
