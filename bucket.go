@@ -63,8 +63,10 @@ type bucket struct {
 	// sweep that finds that the address saw no checkout since the previous
 	// sweep drops the unused handles (sweepLocked): a quiet address holds
 	// no batch. In a pool of more than batchedAddresses addresses, handles
-	// are allocated one at a time instead (newConnLocked).
-	handles []Conn
+	// are allocated one at a time instead (newConnLocked). carved counts
+	// the handles of the batch handed out so far; a batch is let go of
+	// once all are.
+	handles *[handleBatch]Conn
 
 	// reuses and dials are the counters that checkouts move; the others
 	// are in cold. Counters reports the sum (countersLocked).
@@ -94,6 +96,8 @@ type bucket struct {
 	// is of generation 0, so Close need not read the generation in cold.
 	drained bool
 
+	carved uint8 // see handles
+
 	// busy is set by every checkout and cleared by every sweep; a sweep
 	// that finds it clear finds the address quiet.
 	busy bool
@@ -112,6 +116,10 @@ type bucket struct {
 	// until it is closed. Every conn given to closeDiscarded was counted
 	// here by discardLocked.
 	closing int32
+
+	// waiting is cold.waiters.len(), kept here so that a Close with no
+	// checkout waiting need not read cold.
+	waiting int32
 
 	dials int64 // see reuses
 
@@ -179,12 +187,18 @@ func (b *bucket) coldLocked() *bucketCold {
 	return b.cold
 }
 
-// waitingLocked returns how many checkouts wait at the address.
-func (b *bucket) waitingLocked() int {
-	if b.cold == nil {
+// spareHandlesLocked returns how many handles of the current batch are
+// left to carve.
+func (b *bucket) spareHandlesLocked() int {
+	if b.handles == nil {
 		return 0
 	}
-	return b.cold.waiters.len()
+	return handleBatch - int(b.carved)
+}
+
+// waitingLocked returns how many checkouts wait at the address.
+func (b *bucket) waitingLocked() int {
+	return int(b.waiting)
 }
 
 // genLocked returns the address's drain generation.
@@ -238,18 +252,17 @@ const (
 func (b *bucket) newConnLocked(pc *pconn, info *connInfo) *Conn {
 	var c *Conn
 	switch {
-	case len(b.handles) > 0:
+	case b.handles != nil:
 	case b.pool.buckets.large.Load():
 		c = new(Conn)
 	default:
-		b.handles = make([]Conn, handleBatch)
+		b.handles, b.carved = new([handleBatch]Conn), 0
 	}
 	if c == nil {
-		c = &b.handles[0]
-		if len(b.handles) == 1 {
+		c = &b.handles[b.carved]
+		b.carved++
+		if b.carved == handleBatch {
 			b.handles = nil // hold on to no spent batch
-		} else {
-			b.handles = b.handles[1:]
 		}
 	}
 	b.busy = true
@@ -386,6 +399,7 @@ func (b *bucket) acquire(fresh bool) (c *Conn, w *waiter, gen uint32, err error)
 	w = &waiter{ch: make(chan delivery, 1), fresh: fresh}
 	cold := b.coldLocked()
 	cold.waiters.pushBack(w)
+	b.waiting++
 	cold.counters.WaitCount++
 	b.mu.Unlock()
 	return nil, w, 0, nil

@@ -890,6 +890,9 @@ func (m *model) checkBucketLocked(b *bucket, bnow int64, held map[*pconn]bool, n
 		return fmt.Errorf("dialing %d warming %d closing %d waiters %d dropped %v between steps",
 			b.dialing, b.warmingLocked(), b.closing, b.waitingLocked(), b.dropped)
 	}
+	if b.cold != nil && b.cold.waiters.len() != int(b.waiting) {
+		return fmt.Errorf("%d waiters queued, %d counted", b.cold.waiters.len(), b.waiting)
+	}
 	if b.now != bnow {
 		return fmt.Errorf("clock %d, model has %d", b.now, bnow)
 	}

@@ -223,3 +223,72 @@ func TestDrainedAddressIsForgottenByTheCleanerOnceEmpty(t *testing.T) {
 	assert.EqualValues(t, 1, p.Stats().Dials, "its counts stay in the pool-wide totals")
 	assert.EqualValues(t, 1, p.Stats().ClosedDrained)
 }
+
+// The bucket counts its queued waiters in a field of its own, so that Close
+// need not read the queue. Checkouts that wait, are handed a conn, are
+// granted a slot, or give up must keep the count equal to the queue's
+// length.
+func TestWaitingCountMatchesTheQueue(t *testing.T) {
+	var d testnet.FakeDialer
+	p, err := New(d.Dial, 2, time.Minute, WithMaxActive(2))
+	require.NoError(t, err)
+	defer p.Close()
+	b := func() *bucket { return p.buckets.lookup("a:1") }
+	check := func() {
+		t.Helper()
+		bk := b()
+		if bk == nil {
+			return
+		}
+		bk.mu.Lock()
+		queued := 0
+		if bk.cold != nil {
+			queued = bk.cold.waiters.len()
+		}
+		waiting := bk.waiting
+		bk.mu.Unlock()
+		require.EqualValues(t, queued, waiting)
+	}
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 200 {
+				ctx, cancel := context.WithTimeout(context.Background(), time.Duration((g+i)%3)*50*time.Microsecond+time.Microsecond)
+				if (g+i)%7 == 0 {
+					cancel() // gives up at once
+				}
+				var c net.Conn
+				var err error
+				if (g+i)%4 == 0 {
+					c, err = p.NewContext(ctx, "a:1")
+				} else {
+					c, err = p.GetContext(ctx, "a:1")
+				}
+				cancel()
+				if err != nil {
+					continue
+				}
+				if i%3 == 0 {
+					time.Sleep(100 * time.Microsecond) // holds it, so that others queue and give up
+				}
+				if i%5 == 0 {
+					_ = c.(*Conn).Release()
+				} else {
+					_ = c.Close()
+				}
+			}
+		}()
+	}
+	for range 200 {
+		check()
+		runtime.Gosched()
+	}
+	wg.Wait()
+	check()
+	bk := b()
+	bk.mu.Lock()
+	defer bk.mu.Unlock()
+	assert.Zero(t, bk.waiting, "no checkout runs")
+}

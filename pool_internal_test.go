@@ -330,12 +330,12 @@ func TestQuietAddressDropsItsSpareHandles(t *testing.T) {
 	}
 	b := p.buckets.lookup("a:1")
 	b.mu.Lock()
-	require.Len(t, b.handles, 11)
+	require.Equal(t, 11, b.spareHandlesLocked())
 	b.mu.Unlock()
 
 	p.sweep(clock.read()) // saw checkouts since the last sweep: keeps them
 	b.mu.Lock()
-	assert.Len(t, b.handles, 11)
+	assert.Equal(t, 11, b.spareHandlesLocked())
 	b.mu.Unlock()
 	p.sweep(clock.read()) // quiet since: drops them
 	b.mu.Lock()
@@ -346,7 +346,7 @@ func TestQuietAddressDropsItsSpareHandles(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, c.Close())
 	b.mu.Lock()
-	assert.Len(t, b.handles, handleBatch-1, "a new batch")
+	assert.Equal(t, handleBatch-1, b.spareHandlesLocked(), "a new batch")
 	b.mu.Unlock()
 }
 
@@ -364,7 +364,7 @@ func TestLargePoolAllocatesHandlesOneAtATime(t *testing.T) {
 	}
 	b := p.buckets.lookup("a:0")
 	b.mu.Lock()
-	assert.Len(t, b.handles, handleBatch-1, "at batchedAddresses addresses, handles come in batches")
+	assert.Equal(t, handleBatch-1, b.spareHandlesLocked(), "at batchedAddresses addresses, handles come in batches")
 	b.mu.Unlock()
 
 	getClose("b:1")

@@ -81,7 +81,8 @@ func (q *waitQueue) firstForConn() *waiter {
 // wakeLocked dequeues w and delivers d to it. The caller holds b.mu.
 func (b *bucket) wakeLocked(w *waiter, d delivery) {
 	b.cold.waiters.remove(w) // queued, so cold exists
-	w.ch <- d                // never blocks: ch has room for the one delivery
+	b.waiting--
+	w.ch <- d // never blocks: ch has room for the one delivery
 }
 
 // grantSlotsLocked hands free slots to the oldest waiters, in arrival
@@ -117,6 +118,7 @@ func (b *bucket) handOffLocked(pc *pconn) bool {
 func (b *bucket) abandonLocked(w *waiter) (toClose []net.Conn, victim *lruNode) {
 	if w.queued {
 		b.cold.waiters.remove(w)
+		b.waiting--
 		return nil, nil
 	}
 	d := <-w.ch // delivered under b.mu, so it is there
