@@ -318,7 +318,10 @@ func (b *bucket) hasSlotLocked() bool {
 //   - err: errBucketDropped or ErrClosed;
 //   - none of them: a slot is reserved (b.dialing counts it) for a dial of
 //     generation gen; the caller dials with dialFor.
-func (b *bucket) acquire(fresh bool) (c *Conn, w *waiter, gen uint32, err error) {
+//
+// pay is set on the checkout's first round at b: the checkout pays its share
+// into the retry budget once, not again for each conn it discards.
+func (b *bucket) acquire(fresh, pay bool) (c *Conn, w *waiter, gen uint32, err error) {
 	p := b.pool
 	b.mu.Lock()
 	// Read under the lock: a checkout may wait for it, and each round of
@@ -335,7 +338,9 @@ func (b *bucket) acquire(fresh bool) (c *Conn, w *waiter, gen uint32, err error)
 	if now > b.now {
 		b.now = now
 	}
-	b.depositLocked()
+	if pay {
+		b.depositLocked()
+	}
 	// The common case: the newest idle conn is far from every limit and no
 	// LRU is kept.
 	if n := len(b.idle) - 1; !fresh && n >= 0 {

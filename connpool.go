@@ -400,15 +400,16 @@ func (p *Pool) checkout(ctx context.Context, address string, fresh bool) (*Conn,
 		return nil, ErrClosed
 	}
 	b := p.buckets.lookup(address)
-	for {
-		c, w, gen, err := b.acquire(fresh)
+	for pay := true; ; {
+		c, w, gen, err := b.acquire(fresh, pay)
 		switch {
 		case err == errBucketDropped:
-			b = p.buckets.lookupSlow(address)
+			b = p.buckets.lookupSlow(address) // nothing was paid into b
 		case err != nil:
 			return nil, err
 		case c != nil:
 			if (c.probed || p.validator != nil) && !p.verify(c) {
+				pay = false
 				continue // discarded: try the next idle conn, or dial
 			}
 			return c, nil
