@@ -33,13 +33,10 @@ type NginxConfig struct {
 // directory that holds its configuration, pid file, logs and temp paths.
 // It never touches the system's nginx service or its files.
 type Nginx struct {
-	addr    string
-	dir     string
-	errLog  string
-	cmd     *exec.Cmd
-	stderr  *os.File
-	exited  chan struct{} // closed once cmd.Wait has returned
-	waitErr error         // cmd.Wait's error; read after exited is closed
+	addr   string
+	dir    string
+	errLog string
+	proc   *process
 }
 
 // NginxPath returns the nginx binary: the one on PATH, or else
@@ -92,10 +89,6 @@ func StartNginx(tb testing.TB, cfg NginxConfig) *Nginx {
 		}
 	}
 }
-
-// errPortTaken is returned by startNginx when nginx could not bind the port
-// chosen for it.
-var errPortTaken = errors.New("the port was taken before nginx could bind it")
 
 // nginxInfo is what StartNginx needs to know of an nginx build.
 type nginxInfo struct {
@@ -157,50 +150,20 @@ func startNginx(bin string, info nginxInfo, dir string, cfg NginxConfig) (*Nginx
 	if err := os.WriteFile(conf, []byte(nginxConf(dir, addr, info, cfg)), 0o644); err != nil {
 		return nil, err
 	}
-	n := &Nginx{addr: addr, dir: dir, errLog: filepath.Join(dir, "error.log"), exited: make(chan struct{})}
+	n := &Nginx{addr: addr, dir: dir, errLog: filepath.Join(dir, "error.log")}
 	args := []string{"-p", dir + string(filepath.Separator), "-c", conf}
 	if info.errorLogFlag {
 		// Without -e, nginx opens its built-in error log path (often under
 		// /var/log) before it reads the configuration.
 		args = append(args, "-e", n.errLog)
 	}
-	// stderr goes to a file, so that exec starts no copying goroutine.
-	if n.stderr, err = os.Create(filepath.Join(dir, "stderr.log")); err != nil {
+	if n.proc, err = startProcess("nginx on "+addr, dir, filepath.Join(dir, "stderr.log"), bin, args...); err != nil {
 		return nil, err
 	}
-	n.cmd = exec.Command(bin, args...)
-	n.cmd.Dir = dir
-	n.cmd.Stdout, n.cmd.Stderr = n.stderr, n.stderr
-	if err := n.cmd.Start(); err != nil {
-		n.stderr.Close()
-		return nil, fmt.Errorf("starting %s: %w", bin, err)
+	if err := n.proc.waitReady(func() error { return probeNginx(addr) }, n.Logs); err != nil {
+		return nil, err
 	}
-	go func() {
-		n.waitErr = n.cmd.Wait()
-		n.stderr.Close()
-		close(n.exited)
-	}()
-
-	// Poll with a deadline until nginx answers a request or exits.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		select {
-		case <-n.exited:
-			logs := n.Logs()
-			if strings.Contains(logs, "Address already in use") {
-				return nil, fmt.Errorf("nginx on %s: %w", addr, errPortTaken)
-			}
-			return nil, fmt.Errorf("nginx on %s exited at start (%v): %s", addr, n.waitErr, logs)
-		default:
-		}
-		if err := probeNginx(addr); err == nil {
-			return n, nil
-		} else if time.Now().After(deadline) {
-			n.Stop()
-			return nil, fmt.Errorf("nginx on %s never answered: %v; logs: %s", addr, err, n.Logs())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	return n, nil
 }
 
 // probeNginx sends one request to addr on a connection of its own.
@@ -240,25 +203,26 @@ func (n *Nginx) Logs() string {
 // once. It returns an error if nginx had to be killed or exited with an
 // error of its own.
 func (n *Nginx) Stop() error {
+	p := n.proc
 	select {
-	case <-n.exited:
+	case <-p.exited:
 		return nil
 	default:
 	}
-	if err := n.cmd.Process.Signal(syscall.SIGQUIT); err != nil && !errors.Is(err, os.ErrProcessDone) {
+	if err := p.cmd.Process.Signal(syscall.SIGQUIT); err != nil && !errors.Is(err, os.ErrProcessDone) {
 		return err
 	}
 	timer := time.NewTimer(10 * time.Second)
 	defer timer.Stop()
 	select {
-	case <-n.exited:
-		if n.waitErr != nil {
-			return fmt.Errorf("nginx exited with %v: %s", n.waitErr, n.Logs())
+	case <-p.exited:
+		if p.waitErr != nil {
+			return fmt.Errorf("nginx exited with %v: %s", p.waitErr, n.Logs())
 		}
 		return nil
 	case <-timer.C:
-		n.cmd.Process.Kill()
-		<-n.exited
+		_ = p.cmd.Process.Kill()
+		<-p.exited
 		return fmt.Errorf("nginx did not quit on SIGQUIT within 10s and was killed")
 	}
 }

@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -28,21 +27,9 @@ type RedisServer struct {
 	dir  string
 	addr string
 
-	mu   sync.Mutex    // protects proc
-	proc *redisProcess // the running process, or nil once stopped
+	mu   sync.Mutex // protects proc
+	proc *process   // the running process, or nil once stopped
 }
-
-// redisProcess is one run of redis-server.
-type redisProcess struct {
-	cmd     *exec.Cmd
-	out     *os.File      // its standard output and error
-	exited  chan struct{} // closed once cmd.Wait has returned
-	waitErr error         // cmd.Wait's error; read after exited is closed
-}
-
-// errRedisPortTaken is returned by a start whose port another process took
-// between the choice and redis-server's bind.
-var errRedisPortTaken = errors.New("the port was taken before redis-server could bind it")
 
 // redisStartAttempts is how many ports StartRedis tries, and how many times
 // Start tries the server's own port.
@@ -73,7 +60,7 @@ func StartRedis(tb testing.TB) *RedisServer {
 		if err == nil {
 			return s
 		}
-		if !errors.Is(err, errRedisPortTaken) || attempt == redisStartAttempts {
+		if !errors.Is(err, errPortTaken) || attempt == redisStartAttempts {
 			tb.Fatalf("testnet: %v", err)
 		}
 	}
@@ -115,7 +102,7 @@ func (s *RedisServer) Start() {
 	}
 	var err error
 	for attempt := 1; attempt <= redisStartAttempts; attempt++ {
-		if err = s.start(); !errors.Is(err, errRedisPortTaken) {
+		if err = s.start(); !errors.Is(err, errPortTaken) {
 			break
 		}
 	}
@@ -131,54 +118,27 @@ func (s *RedisServer) start() error {
 	if err != nil {
 		return err
 	}
-	out, err := os.OpenFile(filepath.Join(s.dir, "redis.out"), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
-	if err != nil {
-		return err
-	}
-	cmd := exec.Command(s.bin,
+	p, err := startProcess("redis-server on "+s.addr, s.dir, filepath.Join(s.dir, "redis.out"), s.bin,
 		"--port", port, "--bind", "127.0.0.1",
 		"--save", "", "--appendonly", "no",
 		"--dir", s.dir, "--daemonize", "no", "--loglevel", "notice")
-	cmd.Dir = s.dir
-	// Output goes to a file, so that exec starts no copying goroutine.
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		out.Close()
-		return fmt.Errorf("starting %s: %w", s.bin, err)
+	if err != nil {
+		return err
 	}
-	p := &redisProcess{cmd: cmd, out: out, exited: make(chan struct{})}
-	go func() {
-		p.waitErr = cmd.Wait()
-		p.out.Close()
-		close(p.exited)
-	}()
-
-	// Poll with a deadline until the server answers PING or exits.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		select {
-		case <-p.exited:
-			logs := s.Logs()
-			if strings.Contains(logs, "Address already in use") {
-				return fmt.Errorf("redis-server on %s: %w", s.addr, errRedisPortTaken)
-			}
-			return fmt.Errorf("redis-server on %s exited at start (%v): %s", s.addr, p.waitErr, logs)
-		default:
-		}
+	ping := func() error {
 		reply, err := RedisCallAddr(s.addr, "PING")
-		if err == nil && reply.Str == "PONG" {
-			s.mu.Lock()
-			s.proc = p
-			s.mu.Unlock()
-			return nil
+		if err == nil && reply.Str != "PONG" {
+			err = fmt.Errorf("PING answered %+v", reply)
 		}
-		if time.Now().After(deadline) {
-			_ = cmd.Process.Kill()
-			<-p.exited
-			return fmt.Errorf("redis-server on %s never answered PING (%v, %+v): %s", s.addr, err, reply, s.Logs())
-		}
-		time.Sleep(10 * time.Millisecond) // poll interval
+		return err
 	}
+	if err := p.waitReady(ping, s.Logs); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.proc = p
+	s.mu.Unlock()
+	return nil
 }
 
 // stop signals the running process, if any, and waits for it to exit.
