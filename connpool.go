@@ -404,7 +404,9 @@ func (p *Pool) checkout(ctx context.Context, address string, fresh bool) (*Conn,
 		c, w, gen, err := b.acquire(fresh, pay)
 		switch {
 		case err == errBucketDropped:
-			b = p.buckets.lookupSlow(address) // nothing was paid into b
+			// A dropped bucket's budget is gone with it: pay into the
+			// bucket that serves the checkout.
+			b, pay = p.buckets.lookupSlow(address), true
 		case err != nil:
 			return nil, err
 		case c != nil:
