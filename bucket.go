@@ -177,6 +177,13 @@ type bucketCold struct {
 
 	// counters are the bucket's counters other than Dials and Reuses.
 	counters Counters
+
+	// WithMinIdle's state (minidle.go): topUpOff is set by Drain and
+	// cleared by the next checkout; after a failed top-up dial the address
+	// is not topped up before the clock reads topUpAfter.
+	topUpOff      bool
+	topUpFailures int
+	topUpAfter    int64
 }
 
 // coldLocked returns the bucket's cold part, allocating it if needed.
@@ -337,6 +344,9 @@ func (b *bucket) acquire(fresh, pay bool) (c *Conn, w *waiter, gen uint32, err e
 	}
 	if now > b.now {
 		b.now = now
+	}
+	if b.drained {
+		b.cold.topUpOff = false // a drained address is in use again
 	}
 	if pay {
 		b.depositLocked()

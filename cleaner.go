@@ -88,9 +88,16 @@ func (p *Pool) sweepBuckets(now int64, buckets []*bucket) {
 			continue
 		}
 		expired := b.sweepLocked(now)
-		idle := b.total == 0 && b.dialing == 0 && b.waitingLocked() == 0
+		idle := b.total == 0 && b.dialing == 0 && b.waitingLocked() == 0 && !b.keptLocked()
+		var probes []*pconn
+		if p.minIdle > 0 {
+			probes = b.probesLocked()
+		}
 		b.mu.Unlock()
 		_ = b.closeDiscarded(expired) // nobody to report an expired conn's close error to
+		if p.minIdle > 0 && !idle {
+			p.topUp(b, now, probes)
+		}
 		if idle {
 			empty = append(empty, b)
 		}

@@ -118,6 +118,8 @@ type options struct {
 	retryShare     float64
 	retryPerSecond int
 	retryBudgetSet bool
+
+	minIdle int
 }
 
 // WithDialContext sets a dial function that honours a context. When it is
@@ -240,6 +242,14 @@ type Pool struct {
 	// of service (see bucket.closeLaterLocked). Close waits for them.
 	closers sync.WaitGroup
 
+	// minIdle is WithMinIdle's n. topUps counts the cleaner's top-up
+	// dials, which start only while the cleaner runs, so that Close can
+	// wait for them once it has stopped the cleaner; topUpSem holds a
+	// token for each, to bound how many run at once (minidle.go).
+	minIdle  int
+	topUps   sync.WaitGroup
+	topUpSem chan struct{}
+
 	// closing is cancelled by Close, ending the dials that run in
 	// goroutines of their own.
 	closing       context.Context
@@ -290,6 +300,7 @@ func New(dial Dial, capacity int, timeout time.Duration, opts ...Option) (*Pool,
 		{o.maxLifetime < 0, fmt.Sprintf("WithMaxLifetime(%v) is negative", o.maxLifetime)},
 		{o.waitTimeout < 0, fmt.Sprintf("WithWaitTimeout(%v) is negative", o.waitTimeout)},
 		{o.validateAge < 0, fmt.Sprintf("WithValidator minIdle %v is negative", o.validateAge)},
+		{o.minIdle < 0, fmt.Sprintf("WithMinIdle(%d) is negative", o.minIdle)},
 		{o.checkRetryBudget() != "", o.checkRetryBudget()},
 	} {
 		if check.bad {
@@ -308,6 +319,8 @@ func New(dial Dial, capacity int, timeout time.Duration, opts ...Option) (*Pool,
 		validator:   o.validator,
 		validateAge: int64(o.validateAge),
 		needClock:   timeout > 0 || o.maxLifetime > 0 || o.validator != nil,
+		minIdle:     o.minIdle,
+		topUpSem:    make(chan struct{}, topUpParallel),
 		clock:       o.clock,
 		stop:        make(chan struct{}),
 		done:        make(chan struct{}),
@@ -334,6 +347,9 @@ func New(dial Dial, capacity int, timeout time.Duration, opts ...Option) (*Pool,
 	tick := tickFor(shortestLimit(timeout, o.maxLifetime, o.validateAge))
 	p.margin = 2 * int64(tick)
 	interval := sweepInterval(timeout, o.maxLifetime)
+	if o.minIdle > 0 {
+		interval = min(interval, minIdleSweepInterval)
+	}
 	go p.runCleaner(tick, max(int(interval/tick), 1))
 	return p, nil
 }
@@ -522,6 +538,7 @@ func (p *Pool) Close() error {
 	// marked closed, so no closing goroutine or snapshot build can start
 	// now.
 	p.closers.Wait()
+	p.topUps.Wait() // their dials were cancelled with p.closing
 	p.buckets.builds.Wait()
 	return result.ErrorOrNil()
 }

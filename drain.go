@@ -11,7 +11,9 @@ import "net"
 // to the address exist at any moment. Checkouts waiting at the limit stay in
 // line and are served by new dials as the old conns close. A later Get for
 // the address dials a new conn; the cleaner forgets the address once
-// nothing is bound to it, as for any address. Drain of an unknown address
+// nothing is bound to it, as for any address; with [WithMinIdle], Drain
+// also stops topping the address up until the next Get or New for it. Drain
+// of an unknown address
 // does nothing. It returns [ErrClosed] on a closed pool.
 func (p *Pool) Drain(address string) error {
 	p.mustBeNew()
@@ -33,7 +35,8 @@ func (p *Pool) Drain(address string) error {
 	cold := b.coldLocked()
 	cold.gen++
 	b.drained = true
-	cold.warming = 0 // the conns of dials warming now will be closed
+	cold.warming = 0     // the conns of dials warming now will be closed
+	cold.topUpOff = true // until the next Get or New (acquire)
 	idle := b.takeIdleLocked()
 	var toClose []net.Conn
 	for _, ic := range idle {

@@ -154,7 +154,7 @@ func (r *registry) lookupSlow(address string) *bucket {
 // dropLocked forgets b if nothing is bound to it, keeping its counters in
 // retired, and reports whether it did. The caller holds r.mu and b.mu.
 func (r *registry) dropLocked(b *bucket) bool {
-	if b.dropped || !b.emptyLocked() {
+	if b.dropped || !b.emptyLocked() || b.keptLocked() {
 		return false
 	}
 	if r.getLocked(b.address) != b {

@@ -38,6 +38,10 @@ type Counters struct {
 	// found closed or reset by the peer, or holding unread bytes, when Get
 	// was about to hand them out.
 	ClosedDeadAtCheckout int64 `json:"closed_dead_at_checkout"`
+	// ClosedDeadWhileIdle counts idle conns the cleaner found closed or
+	// reset by the peer, or holding unread bytes, when it checked them for
+	// WithMinIdle.
+	ClosedDeadWhileIdle int64 `json:"closed_dead_while_idle"`
 	// ClosedValidatorFailed counts idle conns the WithValidator function
 	// rejected.
 	ClosedValidatorFailed int64 `json:"closed_validator_failed"`
@@ -71,6 +75,7 @@ func (c *Counters) add(o Counters) {
 	c.ClosedForNew += o.ClosedForNew
 	c.ClosedDrained += o.ClosedDrained
 	c.ClosedDeadAtCheckout += o.ClosedDeadAtCheckout
+	c.ClosedDeadWhileIdle += o.ClosedDeadWhileIdle
 	c.ClosedValidatorFailed += o.ClosedValidatorFailed
 	c.Released += o.Released
 	c.Retries += o.Retries
@@ -90,6 +95,7 @@ const (
 	closedForNew
 	closedDrained
 	closedDeadAtCheckout
+	closedDeadWhileIdle
 	closedValidatorFailed
 	closedReleased
 )
@@ -111,6 +117,8 @@ func (c *Counters) count(r closeReason) {
 		c.ClosedDrained++
 	case closedDeadAtCheckout:
 		c.ClosedDeadAtCheckout++
+	case closedDeadWhileIdle:
+		c.ClosedDeadWhileIdle++
 	case closedValidatorFailed:
 		c.ClosedValidatorFailed++
 	case closedReleased:

@@ -1,0 +1,168 @@
+package connpool
+
+import (
+	"context"
+	"net"
+	"slices"
+	"time"
+)
+
+// WithMinIdle keeps at least n idle conns ready at every address the pool
+// has seen and not drained, as HikariCP's minimumIdle does: the first
+// requests after a quiet spell, or after the backend closed the idle conns,
+// find conns already dialed. n is bounded by the capacity and by
+// [WithMaxActive]. The default is 0, none; a negative n is rejected by
+// [New].
+//
+// The cleaner does the work at each sweep, in the background: it checks
+// the address's idle conns with the liveness check (one non-blocking peek
+// each, outside every lock) and closes the dead ones (counted in
+// ClosedDeadWhileIdle), then dials what is missing, at most four dials at
+// a time across the pool. The idle timeout and max lifetime still retire
+// conns, and the next sweep replaces them. After a failed dial the address
+// is not topped up again for a backoff that starts at 100 ms and doubles
+// up to 30 s; a successful dial ends it. With WithMinIdle the cleaner
+// sweeps at least every 5 seconds.
+//
+// An address stays known, and topped up, while it has no conns; [Pool.Drain]
+// stops its top-up until the next Get or New for it, and lets the cleaner
+// forget it.
+func WithMinIdle(n int) Option {
+	return func(o *options) { o.minIdle = n }
+}
+
+const (
+	// topUpParallel is how many top-up dials the pool runs at once.
+	topUpParallel = warmParallel
+
+	// minIdleSweepInterval is the longest interval between sweeps of a
+	// pool with WithMinIdle.
+	minIdleSweepInterval = 5 * time.Second
+
+	// topUpBackoffMin and topUpBackoffMax bound the wait after a failed
+	// top-up dial.
+	topUpBackoffMin = 100 * time.Millisecond
+	topUpBackoffMax = 30 * time.Second
+)
+
+// topUp keeps the address of b at its minimum of idle conns; the cleaner
+// calls it after sweeping b, holding no lock. probes are the idle conns the
+// liveness check applies to, as the sweep found them: those found dead are
+// closed if they are still idle, and dials are started for what is
+// missing.
+func (p *Pool) topUp(b *bucket, now int64, probes []*pconn) {
+	var dead []*pconn
+	for _, pc := range probes {
+		if pc.probe.check() != nil {
+			dead = append(dead, pc)
+		}
+	}
+	var toClose []net.Conn
+	b.mu.Lock()
+	for _, pc := range dead {
+		toClose = b.removeIdleLocked(toClose, pc, closedDeadWhileIdle)
+	}
+	for {
+		gen, ok := b.reserveTopUpLocked(now)
+		if !ok {
+			break
+		}
+		p.topUps.Add(1)
+		go p.topUpOne(b, gen)
+	}
+	b.mu.Unlock()
+	_ = b.closeDiscarded(toClose) // a dead conn's close error goes nowhere
+}
+
+// topUpOne runs one top-up dial reserved with reserveTopUpLocked, then
+// frees its place among the pool's top-up dials.
+func (p *Pool) topUpOne(b *bucket, gen uint32) {
+	defer p.topUps.Done()
+	defer func() { <-p.topUpSem }()
+	err := exitedDial(b.address)
+	defer func() { b.topUpDone(err) }() // deferred: a dial may call runtime.Goexit
+	err = p.warmOne(context.Background(), b, gen)
+}
+
+// reserveTopUpLocked reserves a slot and a place among the pool's top-up
+// dials for one dial, if the address is short of its minimum, has a free
+// slot and is not backing off. The caller holds b.mu.
+func (b *bucket) reserveTopUpLocked(now int64) (gen uint32, ok bool) {
+	p := b.pool
+	if b.dropped || p.closed.Load() || !b.hasSlotLocked() {
+		return 0, false
+	}
+	cold := b.coldLocked()
+	if cold.topUpOff || now < cold.topUpAfter || len(b.idle)+b.warmingLocked() >= p.minIdleTarget() {
+		return 0, false
+	}
+	select {
+	case p.topUpSem <- struct{}{}:
+	default:
+		return 0, false // enough dials run already; the next sweep tries again
+	}
+	b.dialing++
+	cold.warming++
+	return cold.gen, true
+}
+
+// topUpDone records the outcome of a top-up dial: a failure makes the
+// address back off, twice as long as the failure before; a success ends
+// the backoff.
+func (b *bucket) topUpDone(err error) {
+	now := b.pool.readClock()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	cold := b.coldLocked()
+	switch {
+	case err == nil:
+		cold.topUpFailures = 0
+		cold.topUpAfter = 0
+	case err != ErrClosed:
+		cold.topUpFailures = min(cold.topUpFailures+1, 16)
+		backoff := min(topUpBackoffMin<<(cold.topUpFailures-1), topUpBackoffMax)
+		cold.topUpAfter = now + int64(backoff)
+	}
+}
+
+// minIdleTarget is the number of idle conns WithMinIdle keeps per address.
+func (p *Pool) minIdleTarget() int {
+	n := min(p.minIdle, p.capacity)
+	if p.maxActive > 0 {
+		n = min(n, p.maxActive)
+	}
+	return n
+}
+
+// probesLocked returns the idle conns of b that the liveness check applies
+// to, for topUp. The caller holds b.mu.
+func (b *bucket) probesLocked() []*pconn {
+	var pcs []*pconn
+	for _, ic := range b.idle {
+		if ic.pc.probe.applies() {
+			pcs = append(pcs, ic.pc)
+		}
+	}
+	return pcs
+}
+
+// keptLocked reports whether the cleaner must keep b although nothing is
+// bound to it: WithMinIdle tops up its address until it is drained.
+func (b *bucket) keptLocked() bool {
+	return b.pool.minIdle > 0 && (b.cold == nil || !b.cold.topUpOff)
+}
+
+// removeIdleLocked takes pc off the idle stack, if it is still there, and
+// out of service for reason; the caller closes what it returns with
+// closeDiscarded after releasing b.mu.
+func (b *bucket) removeIdleLocked(out []net.Conn, pc *pconn, reason closeReason) []net.Conn {
+	i := slices.IndexFunc(b.idle, func(ic idleConn) bool { return ic.pc == pc })
+	if i < 0 {
+		return out // handed out or closed since the sweep saw it
+	}
+	if node := b.idle[i].info.node; node != nil {
+		b.pool.lru.remove(node)
+	}
+	b.idle = slices.Delete(b.idle, i, i+1)
+	return b.discardLocked(out, pc.nc, reason)
+}

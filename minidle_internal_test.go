@@ -1,0 +1,265 @@
+package connpool
+
+import (
+	"context"
+	"errors"
+	"net"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/seed73091bf1/connpool/internal/testnet"
+)
+
+// newMinIdlePool returns a pool with WithMinIdle(minIdle) on a fake clock,
+// with no idle timeout, so that only the test's calls of sweepAndWait
+// top it up.
+func newMinIdlePool(t *testing.T, dial Dial, capacity, minIdle int, opts ...Option) (*Pool, *fakeClock) {
+	t.Helper()
+	clock := new(fakeClock)
+	clock.advance(time.Hour)
+	p, err := New(dial, capacity, 0, append(opts, WithMinIdle(minIdle), withClock(clock))...)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = p.Close() })
+	return p, clock
+}
+
+// sweepAndWait runs one sweep, as the cleaner does, and waits for the
+// top-up dials it started.
+func sweepAndWait(p *Pool, clock *fakeClock) {
+	p.sweep(clock.read())
+	p.topUps.Wait()
+}
+
+func destination(t *testing.T, p *Pool, address string) DestinationStats {
+	t.Helper()
+	for _, d := range p.Stats().Destinations {
+		if d.Address == address {
+			return d
+		}
+	}
+	t.Fatalf("the pool does not know %s", address)
+	return DestinationStats{}
+}
+
+// The server closes the three idle conns the pool keeps; the next sweep
+// finds them dead and dials three live ones in their place.
+func TestMinIdleReplacesIdleConnsTheServerClosed(t *testing.T) {
+	srv := testnet.StartEcho(t)
+	dial := func(address string) (net.Conn, error) { return net.Dial("tcp", address) }
+	p, clock := newMinIdlePool(t, dial, 8, 3)
+	c, err := p.Get(srv.Addr())
+	require.NoError(t, err)
+	require.NoError(t, c.Close())
+
+	sweepAndWait(p, clock)
+	require.EqualValues(t, 3, destination(t, p, srv.Addr()).Idle)
+	require.Eventually(t, func() bool { return srv.Open() == 3 }, 10*time.Second, time.Millisecond)
+
+	srv.CloseAll()
+	require.Eventually(t, func() bool { return srv.Open() == 0 }, 10*time.Second, time.Millisecond)
+	// Within two sweeps: the peer's close may still be on its way at the
+	// first.
+	for range 2 {
+		sweepAndWait(p, clock)
+		if destination(t, p, srv.Addr()).ClosedDeadWhileIdle == 3 {
+			break
+		}
+	}
+	d := destination(t, p, srv.Addr())
+	assert.EqualValues(t, 3, d.ClosedDeadWhileIdle)
+	assert.EqualValues(t, 3, d.Idle)
+	assert.EqualValues(t, 3, d.Total)
+
+	// The three are live: each answers a round trip.
+	var held []net.Conn
+	for range 3 {
+		c, err := p.Get(srv.Addr())
+		require.NoError(t, err)
+		require.True(t, c.(*Conn).Reused())
+		require.NoError(t, testnet.RoundTrip(c, "ping"))
+		held = append(held, c)
+	}
+	for _, c := range held {
+		require.NoError(t, c.Close())
+	}
+	assert.EqualValues(t, 6, p.Stats().Dials, "one by Get, two to top up to three, three to replace the dead")
+}
+
+// Against a backend that refuses every dial, the top-up backs off: over a
+// second of sweeps every 10 ms, it dials a handful of times, not at every
+// sweep. A successful dial ends the backoff.
+func TestMinIdleBacksOffAfterDialErrors(t *testing.T) {
+	var dials atomic.Int64
+	var refuse atomic.Bool
+	refuse.Store(true)
+	var d testnet.FakeDialer
+	dial := func(address string) (net.Conn, error) {
+		dials.Add(1)
+		if refuse.Load() {
+			return nil, errors.New("connection refused")
+		}
+		return d.Dial(address)
+	}
+	p, clock := newMinIdlePool(t, dial, 8, 3)
+	_, err := p.Get("a:1")
+	require.Error(t, err)
+	dials.Store(0)
+
+	for range 100 {
+		clock.advance(10 * time.Millisecond)
+		sweepAndWait(p, clock)
+	}
+	// Three dials fail at once (backoff 100, 200, 400 ms), then one more
+	// after 400 ms (800 ms): at most 3 + 3 over the second, at least 3.
+	assert.GreaterOrEqual(t, dials.Load(), int64(3))
+	assert.LessOrEqual(t, dials.Load(), int64(6), "dials against a refusing backend in 1 s of 10 ms sweeps")
+	assert.Zero(t, destination(t, p, "a:1").Idle)
+
+	refuse.Store(false)
+	clock.advance(topUpBackoffMax)
+	sweepAndWait(p, clock)
+	assert.EqualValues(t, 3, destination(t, p, "a:1").Idle)
+	b := p.buckets.lookup("a:1")
+	b.mu.Lock()
+	assert.Zero(t, b.cold.topUpFailures)
+	assert.Zero(t, b.cold.topUpAfter)
+	b.mu.Unlock()
+}
+
+// Drain stops the top-up of its address and lets the cleaner forget it; the
+// next Get for the address starts the top-up again.
+func TestMinIdleStopsAtDrainUntilTheNextGet(t *testing.T) {
+	var d testnet.FakeDialer
+	p, clock := newMinIdlePool(t, d.Dial, 8, 2)
+	c, err := p.Get("a:1")
+	require.NoError(t, err)
+	require.NoError(t, c.Close())
+	sweepAndWait(p, clock)
+	require.EqualValues(t, 2, destination(t, p, "a:1").Idle)
+
+	require.NoError(t, p.Drain("a:1"))
+	dials := d.Dials()
+	sweepAndWait(p, clock)
+	assert.Equal(t, dials, d.Dials(), "a drained address is not topped up")
+	assert.Zero(t, knownAddrs(p), "the cleaner forgets a drained address")
+
+	c, err = p.Get("a:1")
+	require.NoError(t, err)
+	require.NoError(t, c.Close())
+	sweepAndWait(p, clock)
+	assert.EqualValues(t, 2, destination(t, p, "a:1").Idle)
+
+	// A Get between Drain and the next sweep starts the top-up again too.
+	require.NoError(t, p.Drain("a:1"))
+	c, err = p.Get("a:1")
+	require.NoError(t, err)
+	require.NoError(t, c.Close())
+	sweepAndWait(p, clock)
+	assert.EqualValues(t, 2, destination(t, p, "a:1").Idle)
+}
+
+// An address with no conns stays known while WithMinIdle tops it up.
+func TestMinIdleKeepsAnAddressWithNoConns(t *testing.T) {
+	var refuse atomic.Bool
+	refuse.Store(true)
+	var d testnet.FakeDialer
+	dial := func(address string) (net.Conn, error) {
+		if refuse.Load() {
+			return nil, errors.New("connection refused")
+		}
+		return d.Dial(address)
+	}
+	p, clock := newMinIdlePool(t, dial, 8, 1)
+	_, err := p.Get("a:1")
+	require.Error(t, err)
+	sweepAndWait(p, clock)
+	sweepAndWait(p, clock)
+	require.Equal(t, 1, knownAddrs(p))
+	refuse.Store(false)
+	clock.advance(topUpBackoffMax)
+	sweepAndWait(p, clock)
+	assert.EqualValues(t, 1, destination(t, p, "a:1").Idle)
+}
+
+// The minimum is bounded by WithMaxActive and by the capacity.
+func TestMinIdleIsBoundedByMaxActiveAndCapacity(t *testing.T) {
+	for _, tc := range []struct {
+		name                     string
+		capacity, maxActive, min int
+		want                     int64
+	}{
+		{"max active", 8, 2, 5, 2},
+		{"capacity", 1, 0, 5, 1},
+		{"neither", 8, 0, 5, 5},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var d testnet.FakeDialer
+			p, clock := newMinIdlePool(t, d.Dial, tc.capacity, tc.min, WithMaxActive(tc.maxActive))
+			c, err := p.Get("a:1")
+			require.NoError(t, err)
+			require.NoError(t, c.Close())
+			for range 3 {
+				sweepAndWait(p, clock)
+			}
+			s := destination(t, p, "a:1")
+			assert.EqualValues(t, tc.want, s.Idle)
+			assert.EqualValues(t, tc.want, s.Total)
+			assert.EqualValues(t, tc.want, d.Dials(), "dials beyond the bound are wasted")
+		})
+	}
+}
+
+// Conns in use count against WithMaxActive: the top-up dials only into the
+// free slots.
+func TestMinIdleDialsOnlyIntoFreeSlots(t *testing.T) {
+	var d testnet.FakeDialer
+	p, clock := newMinIdlePool(t, d.Dial, 8, 2, WithMaxActive(2))
+	held, err := p.Get("a:1")
+	require.NoError(t, err)
+	sweepAndWait(p, clock)
+	s := destination(t, p, "a:1")
+	assert.EqualValues(t, 1, s.Idle)
+	assert.EqualValues(t, 2, s.Total)
+	require.NoError(t, held.Close())
+}
+
+// Close cancels the top-up dials in flight and waits for them.
+func TestCloseEndsTopUpDials(t *testing.T) {
+	var block atomic.Bool
+	started := make(chan struct{}, topUpParallel)
+	var d testnet.FakeDialer
+	dial := func(ctx context.Context, address string) (net.Conn, error) {
+		if !block.Load() {
+			return d.Dial(address)
+		}
+		started <- struct{}{}
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
+	clock := new(fakeClock)
+	p, err := New(nil, 8, 0, WithDialContext(dial), WithMinIdle(2), withClock(clock))
+	require.NoError(t, err)
+	c, err := p.Get("a:1")
+	require.NoError(t, err)
+	require.NoError(t, c.(*Conn).Release()) // the address is known, with no conn
+	block.Store(true)
+	p.sweep(clock.read()) // starts two top-up dials, which block
+	<-started
+	<-started
+	require.NoError(t, p.Close())
+	b := p.buckets.lookup("a:1")
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	assert.Zero(t, b.dialing, "Close returned with a top-up dial in flight")
+}
+
+func TestMinIdleRejectsANegativeMinimum(t *testing.T) {
+	var d testnet.FakeDialer
+	_, err := New(d.Dial, 8, 0, WithMinIdle(-1))
+	require.ErrorIs(t, err, ErrInvalidConfig)
+	assert.Contains(t, err.Error(), "WithMinIdle(-1)")
+}
