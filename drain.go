@@ -12,9 +12,9 @@ import "net"
 // line and are served by new dials as the old conns close. A later Get for
 // the address dials a new conn; the cleaner forgets the address once
 // nothing is bound to it, as for any address; with [WithMinIdle], Drain
-// also stops topping the address up until the next Get or New for it. Drain
-// of an unknown address
-// does nothing. It returns [ErrClosed] on a closed pool.
+// also stops topping the address up until the next Get or New for it.
+// Drain of an unknown address does nothing. It returns [ErrClosed] on a
+// closed pool.
 func (p *Pool) Drain(address string) error {
 	p.mustBeNew()
 	if p.closed.Load() {
