@@ -89,7 +89,7 @@ func (p *Pool) sweepBuckets(now int64, buckets []*bucket) {
 		}
 		expired := b.sweepLocked(now)
 		idle := b.total == 0 && b.dialing == 0 && b.waitingLocked() == 0 && !b.keptLocked()
-		var probes []*pconn
+		var probes idleProbes
 		if p.minIdle > 0 {
 			probes = b.probesLocked()
 		}

@@ -45,22 +45,44 @@ const (
 	topUpBackoffMax = 30 * time.Second
 )
 
+// idleProbes are the idle conns of a bucket that the liveness check applies
+// to, as a sweep found them, and the bucket's reuse count then.
+type idleProbes struct {
+	pcs    []*pconn
+	reuses int64
+}
+
 // topUp keeps the address of b at its minimum of idle conns; the cleaner
-// calls it after sweeping b, holding no lock. probes are the idle conns the
-// liveness check applies to, as the sweep found them: those found dead are
-// closed if they are still idle, and dials are started for what is
-// missing.
-func (p *Pool) topUp(b *bucket, now int64, probes []*pconn) {
+// calls it after sweeping b, holding no lock. The conns of probes found
+// dead are closed, unless a checkout took an idle conn of the address
+// meanwhile: a conn that was in use may have shown its holder's unread
+// reply, so they wait for the next sweep. Then dials are started for what
+// is missing.
+func (p *Pool) topUp(b *bucket, now int64, probes idleProbes) {
+	p.replenish(b, now, probes, probes.dead())
+}
+
+// dead runs the liveness check on the conns of probes, holding no lock, and
+// returns those that failed it.
+func (probes idleProbes) dead() []*pconn {
 	var dead []*pconn
-	for _, pc := range probes {
+	for _, pc := range probes.pcs {
 		if pc.probe.check() != nil {
 			dead = append(dead, pc)
 		}
 	}
+	return dead
+}
+
+// replenish closes the dead conns of probes, as topUp says, and starts the
+// dials the address is short of.
+func (p *Pool) replenish(b *bucket, now int64, probes idleProbes, dead []*pconn) {
 	var toClose []net.Conn
 	b.mu.Lock()
-	for _, pc := range dead {
-		toClose = b.removeIdleLocked(toClose, pc, closedDeadWhileIdle)
+	if b.reuses == probes.reuses {
+		for _, pc := range dead {
+			toClose = b.removeIdleLocked(toClose, pc, closedDeadWhileIdle)
+		}
 	}
 	for {
 		gen, ok := b.reserveTopUpLocked(now)
@@ -136,14 +158,14 @@ func (p *Pool) minIdleTarget() int {
 
 // probesLocked returns the idle conns of b that the liveness check applies
 // to, for topUp. The caller holds b.mu.
-func (b *bucket) probesLocked() []*pconn {
-	var pcs []*pconn
+func (b *bucket) probesLocked() idleProbes {
+	probes := idleProbes{reuses: b.reuses}
 	for _, ic := range b.idle {
 		if ic.pc.probe.applies() {
-			pcs = append(pcs, ic.pc)
+			probes.pcs = append(probes.pcs, ic.pc)
 		}
 	}
-	return pcs
+	return probes
 }
 
 // keptLocked reports whether the cleaner must keep b although nothing is
@@ -152,8 +174,8 @@ func (b *bucket) keptLocked() bool {
 	return b.pool.minIdle > 0 && (b.cold == nil || !b.cold.topUpOff)
 }
 
-// removeIdleLocked takes pc off the idle stack, if it is still there, and
-// out of service for reason; the caller closes what it returns with
+// removeIdleLocked takes pc off the idle stack, if it is still there (it
+// may have been closed as expired meanwhile), and out of service for reason; the caller closes what it returns with
 // closeDiscarded after releasing b.mu.
 func (b *bucket) removeIdleLocked(out []net.Conn, pc *pconn, reason closeReason) []net.Conn {
 	i := slices.IndexFunc(b.idle, func(ic idleConn) bool { return ic.pc == pc })

@@ -3,6 +3,7 @@ package connpool
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"sync/atomic"
 	"testing"
@@ -262,4 +263,48 @@ func TestMinIdleRejectsANegativeMinimum(t *testing.T) {
 	_, err := New(d.Dial, 8, 0, WithMinIdle(-1))
 	require.ErrorIs(t, err, ErrInvalidConfig)
 	assert.Contains(t, err.Error(), "WithMinIdle(-1)")
+}
+
+// Regression: a conn the sweep listed as idle may be checked out before the
+// liveness check runs; it then shows its holder's unread reply, and is
+// returned clean before the dead ones are closed. It must not be closed as
+// dead.
+func TestMinIdleKeepsAConnCheckedOutDuringTheCheck(t *testing.T) {
+	srv := testnet.StartEcho(t)
+	dial := func(address string) (net.Conn, error) { return net.Dial("tcp", address) }
+	p, clock := newMinIdlePool(t, dial, 8, 1)
+	c, err := p.Get(srv.Addr())
+	require.NoError(t, err)
+	require.NoError(t, c.Close())
+	b := p.buckets.lookup(srv.Addr())
+
+	b.mu.Lock()
+	probes := b.probesLocked() // the sweep lists the idle conn...
+	b.mu.Unlock()
+	require.Len(t, probes.pcs, 1)
+
+	c, err = p.Get(srv.Addr()) // ...a caller takes it and sends a request...
+	require.NoError(t, err)
+	_, err = c.Write([]byte("ping\n"))
+	require.NoError(t, err)
+	var dead []*pconn
+	require.Eventually(t, func() bool { // ...the check sees the unread reply...
+		dead = probes.dead()
+		return len(dead) == 1
+	}, 10*time.Second, time.Millisecond)
+	reply := make([]byte, 5) // ...the caller reads it and returns the conn clean
+	_, err = io.ReadFull(c, reply)
+	require.NoError(t, err)
+	require.NoError(t, c.Close())
+
+	p.replenish(b, clock.read(), probes, dead)
+	p.topUps.Wait()
+	d := destination(t, p, srv.Addr())
+	assert.Zero(t, d.ClosedDeadWhileIdle)
+	assert.EqualValues(t, 1, d.Idle)
+	c, err = p.Get(srv.Addr())
+	require.NoError(t, err)
+	assert.True(t, c.(*Conn).Reused())
+	require.NoError(t, testnet.RoundTrip(c, "pong"))
+	require.NoError(t, c.Close())
 }
