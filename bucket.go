@@ -102,6 +102,13 @@ type bucket struct {
 	// that finds it clear finds the address quiet.
 	busy bool
 
+	// topUp is set by a checkout that did not take the fast path, and by
+	// Warm, and cleared by Drain: WithMinIdle keeps the address topped up
+	// while it is set (minidle.go). Every conn ever bound to the address
+	// came through one of those, so an address that was used and not
+	// drained since has it set.
+	topUp bool
+
 	// total counts open conns bound to address: idle plus in use.
 	// Invariant: total >= len(idle).
 	total int32
@@ -178,10 +185,8 @@ type bucketCold struct {
 	// counters are the bucket's counters other than Dials and Reuses.
 	counters Counters
 
-	// WithMinIdle's state (minidle.go): topUpOff is set by Drain and
-	// cleared by the next checkout; after a failed top-up dial the address
-	// is not topped up before the clock reads topUpAfter.
-	topUpOff      bool
+	// WithMinIdle's backoff (minidle.go): after a failed top-up dial the
+	// address is not topped up before the clock reads topUpAfter.
 	topUpFailures int
 	topUpAfter    int64
 }
@@ -345,9 +350,6 @@ func (b *bucket) acquire(fresh, pay bool) (c *Conn, w *waiter, gen uint32, err e
 	if now > b.now {
 		b.now = now
 	}
-	if b.drained {
-		b.cold.topUpOff = false // a drained address is in use again
-	}
 	if pay {
 		b.depositLocked()
 	}
@@ -363,6 +365,7 @@ func (b *bucket) acquire(fresh, pay bool) (c *Conn, w *waiter, gen uint32, err e
 			return c, nil, 0, nil
 		}
 	}
+	b.topUp = true // the fast path above only serves addresses that had this path
 	if p.needClock && !fresh && len(b.idle) > 0 {
 		// Judge the idle conns on an exact reading. Reading the clock is
 		// no I/O; it costs what a short critical section does.

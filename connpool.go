@@ -242,10 +242,10 @@ type Pool struct {
 	// of service (see bucket.closeLaterLocked). Close waits for them.
 	closers sync.WaitGroup
 
-	// minIdle is WithMinIdle's n. topUps counts the cleaner's top-up
-	// dials, which start only while the cleaner runs, so that Close can
-	// wait for them once it has stopped the cleaner; topUpSem holds a
-	// token for each, to bound how many run at once (minidle.go).
+	// minIdle is WithMinIdle's n, bounded by capacity and maxActive; 0
+	// for none. topUps counts the cleaner's top-up dials, for tests;
+	// topUpSem holds a token for each, to bound how many run at once
+	// (minidle.go).
 	minIdle  int
 	topUps   sync.WaitGroup
 	topUpSem chan struct{}
@@ -319,7 +319,7 @@ func New(dial Dial, capacity int, timeout time.Duration, opts ...Option) (*Pool,
 		validator:   o.validator,
 		validateAge: int64(o.validateAge),
 		needClock:   timeout > 0 || o.maxLifetime > 0 || o.validator != nil,
-		minIdle:     o.minIdle,
+		minIdle:     minIdleTarget(o.minIdle, capacity, o.maxActive),
 		topUpSem:    make(chan struct{}, topUpParallel),
 		clock:       o.clock,
 		stop:        make(chan struct{}),
@@ -347,7 +347,7 @@ func New(dial Dial, capacity int, timeout time.Duration, opts ...Option) (*Pool,
 	tick := tickFor(shortestLimit(timeout, o.maxLifetime, o.validateAge))
 	p.margin = 2 * int64(tick)
 	interval := sweepInterval(timeout, o.maxLifetime)
-	if o.minIdle > 0 {
+	if p.minIdle > 0 {
 		interval = min(interval, minIdleSweepInterval)
 	}
 	go p.runCleaner(tick, max(int(interval/tick), 1))
@@ -538,7 +538,6 @@ func (p *Pool) Close() error {
 	// marked closed, so no closing goroutine or snapshot build can start
 	// now.
 	p.closers.Wait()
-	p.topUps.Wait() // their dials were cancelled with p.closing
 	p.buckets.builds.Wait()
 	return result.ErrorOrNil()
 }

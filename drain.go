@@ -12,7 +12,7 @@ import "net"
 // line and are served by new dials as the old conns close. A later Get for
 // the address dials a new conn; the cleaner forgets the address once
 // nothing is bound to it, as for any address; with [WithMinIdle], Drain
-// also stops topping the address up until the next Get or New for it.
+// also stops topping the address up until the next Get, New or Warm for it.
 // Drain of an unknown address does nothing. It returns [ErrClosed] on a
 // closed pool.
 func (p *Pool) Drain(address string) error {
@@ -35,8 +35,8 @@ func (p *Pool) Drain(address string) error {
 	cold := b.coldLocked()
 	cold.gen++
 	b.drained = true
-	cold.warming = 0     // the conns of dials warming now will be closed
-	cold.topUpOff = true // until the next Get or New (acquire)
+	cold.warming = 0 // the conns of dials warming now will be closed
+	b.topUp = false  // until the next Get, New or Warm
 	idle := b.takeIdleLocked()
 	var toClose []net.Conn
 	for _, ic := range idle {

@@ -66,6 +66,13 @@ func (l *idleLRU) remove(node *lruNode) (evicted bool) {
 	return false
 }
 
+// len returns the number of linked nodes.
+func (l *idleLRU) len() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.n
+}
+
 // isEvicted reports whether node was evicted.
 func (l *idleLRU) isEvicted(node *lruNode) bool {
 	l.mu.Lock()

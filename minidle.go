@@ -24,9 +24,16 @@ import (
 // up to 30 s; a successful dial ends it. With WithMinIdle the cleaner
 // sweeps at least every 5 seconds.
 //
-// An address stays known, and topped up, while it has no conns; [Pool.Drain]
-// stops its top-up until the next Get or New for it, and lets the cleaner
-// forget it.
+// With [WithMaxIdle], the top-up never takes the pool past its idle cap:
+// it dials only while the pool has room under the cap, so with a cap below
+// n times the addresses in use, some addresses keep fewer than n.
+//
+// An address that was used (by Get, New or Warm) stays known, and topped
+// up, while it has no conns; [Pool.Drain] stops its top-up until the next
+// Get, New or Warm for it, and lets the cleaner forget it. [Pool.Close]
+// cancels the top-up dials through the context of [WithDialContext] and
+// does not wait for them: a dial that ignores its context finishes in the
+// background, and its conn is closed.
 func WithMinIdle(n int) Option {
 	return func(o *options) { o.minIdle = n }
 }
@@ -115,7 +122,13 @@ func (b *bucket) reserveTopUpLocked(now int64) (gen uint32, ok bool) {
 		return 0, false
 	}
 	cold := b.coldLocked()
-	if cold.topUpOff || now < cold.topUpAfter || len(b.idle)+b.warmingLocked() >= p.minIdleTarget() {
+	if !b.keptLocked() || now < cold.topUpAfter || len(b.idle)+b.warmingLocked() >= p.minIdle {
+		return 0, false
+	}
+	if p.lru != nil && p.lru.len()+len(p.topUpSem) >= p.lru.max {
+		// A conn dialed now would evict another idle one: the pool is at
+		// its idle cap, counting the top-up dials in flight. (Only the
+		// cleaner reserves top-ups, so the count cannot grow meanwhile.)
 		return 0, false
 	}
 	select {
@@ -147,11 +160,12 @@ func (b *bucket) topUpDone(err error) {
 	}
 }
 
-// minIdleTarget is the number of idle conns WithMinIdle keeps per address.
-func (p *Pool) minIdleTarget() int {
-	n := min(p.minIdle, p.capacity)
-	if p.maxActive > 0 {
-		n = min(n, p.maxActive)
+// minIdleTarget is the number of idle conns WithMinIdle(n) keeps per
+// address: n bounded by the capacity and by WithMaxActive.
+func minIdleTarget(n, capacity, maxActive int) int {
+	n = min(n, capacity)
+	if maxActive > 0 {
+		n = min(n, maxActive)
 	}
 	return n
 }
@@ -169,9 +183,10 @@ func (b *bucket) probesLocked() idleProbes {
 }
 
 // keptLocked reports whether the cleaner must keep b although nothing is
-// bound to it: WithMinIdle tops up its address until it is drained.
+// bound to it: WithMinIdle tops up an address that was used, until it is
+// drained. (An address only looked up, by SpendRetry or Stats, is not.)
 func (b *bucket) keptLocked() bool {
-	return b.pool.minIdle > 0 && (b.cold == nil || !b.cold.topUpOff)
+	return b.pool.minIdle > 0 && b.topUp
 }
 
 // removeIdleLocked takes pc off the idle stack, if it is still there (it

@@ -228,10 +228,12 @@ func TestMinIdleDialsOnlyIntoFreeSlots(t *testing.T) {
 	require.NoError(t, held.Close())
 }
 
-// Close cancels the top-up dials in flight and waits for them.
-func TestCloseEndsTopUpDials(t *testing.T) {
+// Close cancels the top-up dials in flight; they end, and leave nothing
+// behind.
+func TestCloseCancelsTopUpDials(t *testing.T) {
 	var block atomic.Bool
 	started := make(chan struct{}, topUpParallel)
+	ended := make(chan error, topUpParallel)
 	var d testnet.FakeDialer
 	dial := func(ctx context.Context, address string) (net.Conn, error) {
 		if !block.Load() {
@@ -239,6 +241,7 @@ func TestCloseEndsTopUpDials(t *testing.T) {
 		}
 		started <- struct{}{}
 		<-ctx.Done()
+		ended <- ctx.Err()
 		return nil, ctx.Err()
 	}
 	clock := new(fakeClock)
@@ -252,10 +255,14 @@ func TestCloseEndsTopUpDials(t *testing.T) {
 	<-started
 	<-started
 	require.NoError(t, p.Close())
+	require.ErrorIs(t, <-ended, context.Canceled)
+	require.ErrorIs(t, <-ended, context.Canceled)
+	p.topUps.Wait()
 	b := p.buckets.lookup("a:1")
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	assert.Zero(t, b.dialing, "Close returned with a top-up dial in flight")
+	assert.Zero(t, b.dialing)
+	assert.Zero(t, b.total)
 }
 
 func TestMinIdleRejectsANegativeMinimum(t *testing.T) {
@@ -307,4 +314,88 @@ func TestMinIdleKeepsAConnCheckedOutDuringTheCheck(t *testing.T) {
 	assert.True(t, c.(*Conn).Reused())
 	require.NoError(t, testnet.RoundTrip(c, "pong"))
 	require.NoError(t, c.Close())
+}
+
+// Regression: with WithMaxIdle(1) over two addresses, each sweep's top-up
+// of the address without a conn evicted the other's, which the next sweep
+// dialed again: a dial and a close at every sweep while nothing was used.
+func TestMinIdleStaysWithinTheIdleCap(t *testing.T) {
+	var d testnet.FakeDialer
+	p, clock := newMinIdlePool(t, d.Dial, 8, 1, WithMaxIdle(1))
+	for _, a := range []string{"a:1", "b:1"} {
+		c, err := p.Get(a)
+		require.NoError(t, err)
+		require.NoError(t, c.Close())
+	}
+	dials := d.Dials()
+	for range 10 {
+		sweepAndWait(p, clock)
+	}
+	s := p.Stats()
+	assert.Equal(t, dials, d.Dials(), "top-up dials at the idle cap")
+	assert.EqualValues(t, 1, s.Idle)
+}
+
+// Regression: with a capacity of 0 no conn is ever idle, so WithMinIdle has
+// nothing to keep; it kept every address the pool saw all the same.
+func TestMinIdleIsOffWithCapacityZero(t *testing.T) {
+	var d testnet.FakeDialer
+	p, clock := newMinIdlePool(t, d.Dial, 0, 2)
+	c, err := p.Get("a:1")
+	require.NoError(t, err)
+	require.NoError(t, c.Close())
+	sweepAndWait(p, clock)
+	assert.Zero(t, knownAddrs(p))
+	assert.EqualValues(t, 1, d.Dials())
+}
+
+// Regression: SpendRetry for an address that was drained and forgotten
+// made a new bucket, which WithMinIdle then kept and topped up: the
+// retired backend was dialed again.
+func TestMinIdleDoesNotReviveADrainedAddressLookedUpBySpendRetry(t *testing.T) {
+	var d testnet.FakeDialer
+	p, clock := newMinIdlePool(t, d.Dial, 8, 2)
+	c, err := p.Get("a:1")
+	require.NoError(t, err)
+	require.NoError(t, c.Close())
+	require.NoError(t, p.Drain("a:1"))
+	sweepAndWait(p, clock)
+	require.Zero(t, knownAddrs(p))
+
+	dials := d.Dials()
+	p.SpendRetry("a:1")
+	sweepAndWait(p, clock)
+	sweepAndWait(p, clock)
+	assert.Equal(t, dials, d.Dials())
+	assert.Zero(t, knownAddrs(p))
+}
+
+// Close cancels top-up dials but does not wait for them, as for Warm's: a
+// dial function without a context cannot be cancelled, and Close returns
+// all the same. The dial's conn is closed once it returns.
+func TestCloseDoesNotWaitForATopUpDialThatIgnoresItsContext(t *testing.T) {
+	var block atomic.Bool
+	started := make(chan struct{}, topUpParallel)
+	release := make(chan struct{})
+	var d testnet.FakeDialer
+	dial := func(address string) (net.Conn, error) {
+		if block.Load() {
+			started <- struct{}{}
+			<-release
+		}
+		return d.Dial(address)
+	}
+	clock := new(fakeClock)
+	p, err := New(dial, 8, 0, WithMinIdle(1), withClock(clock))
+	require.NoError(t, err)
+	c, err := p.Get("a:1")
+	require.NoError(t, err)
+	require.NoError(t, c.(*Conn).Release())
+	block.Store(true)
+	p.sweep(clock.read())
+	<-started
+	require.NoError(t, p.Close())
+	close(release)
+	p.topUps.Wait()
+	assert.Zero(t, d.Open(), "the conn of a top-up dial that ended after Close was not closed")
 }

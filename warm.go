@@ -122,6 +122,7 @@ func (b *bucket) reserveWarm(target int) (gen uint32, err error) {
 		return 0, errWarmEnough
 	}
 	b.dialing++
+	b.topUp = true
 	cold := b.coldLocked()
 	cold.warming++
 	return cold.gen, nil
