@@ -135,6 +135,9 @@ func (bp *Pool) checkout(ctx context.Context, addr string, done func(error), fre
 	}
 	c, err := get(ctx, addr)
 	returned = true
+	if err != nil {
+		bp.retireIfGone(addr)
+	}
 	return c, err
 }
 
@@ -193,6 +196,17 @@ func (bp *Pool) Update(endpoints []Endpoint) {
 	}
 }
 
+// retireIfGone drains addr again if it left the set: a checkout that picked
+// it just before the Update that drained it has used it since, which with
+// connpool.WithMinIdle would keep it topped up. A checkout that got a conn
+// does this when the conn ends (CloseWithError, Release); one that failed,
+// at once.
+func (bp *Pool) retireIfGone(addr string) {
+	if !bp.inSet(addr) {
+		_ = bp.p.Drain(addr) // a retired backend's close errors have no caller to go to
+	}
+}
+
 // inSet reports whether addr is in the current set of endpoints, or the set
 // is not known yet (a balancer that does not report its endpoints, before
 // the first Update).
@@ -226,9 +240,7 @@ func (c *Conn) CloseWithError(outcome error) error {
 	err := c.Conn.Close()
 	if c.ended.CompareAndSwap(false, true) {
 		c.done(outcome)
-		if addr := c.Address(); !c.bp.inSet(addr) {
-			_ = c.bp.p.Drain(addr) // its close error goes nowhere; the caller has its outcome
-		}
+		c.bp.retireIfGone(c.Address())
 	}
 	return err
 }
@@ -238,6 +250,7 @@ func (c *Conn) Release() error {
 	err := c.Conn.Release()
 	if c.ended.CompareAndSwap(false, true) {
 		c.done(errReleased)
+		c.bp.retireIfGone(c.Address())
 	}
 	return err
 }
