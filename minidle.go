@@ -22,7 +22,9 @@ import (
 // conns, and the next sweep replaces them. After a failed dial the address
 // is not topped up again for a backoff that starts at 100 ms and doubles
 // up to 30 s; a successful dial ends it. With WithMinIdle the cleaner
-// sweeps at least every 5 seconds.
+// sweeps at least every 5 seconds. Put a timeout in the dial function: a
+// dial to a backend that never answers holds one of the four top-up dials
+// until it fails.
 //
 // With [WithMaxIdle], the top-up never takes the pool past its idle cap:
 // it dials only while the pool has room under the cap, so with a cap below
