@@ -102,11 +102,12 @@ type bucket struct {
 	// that finds it clear finds the address quiet.
 	busy bool
 
-	// topUp is set by a checkout that did not take the fast path, and by
-	// Warm, and cleared by Drain: WithMinIdle keeps the address topped up
-	// while it is set (minidle.go). Every conn ever bound to the address
-	// came through one of those, so an address that was used and not
-	// drained since has it set.
+	// topUp is set by a checkout that did not take the fast path, by
+	// Warm, and by every dial of the current generation, and cleared by
+	// Drain: WithMinIdle keeps the address topped up while it is set
+	// (minidle.go). Every conn bound to the address since its last Drain
+	// was dialed after it, so an address that was used and not drained
+	// since has it set.
 	topUp bool
 
 	// total counts open conns bound to address: idle plus in use.
@@ -523,6 +524,9 @@ func (b *bucket) dialedLocked(pc *pconn, now int64) error {
 	b.total++
 	if pc.probe.applies() {
 		b.probing = true
+	}
+	if pc.gen == b.genLocked() {
+		b.topUp = true // a checkout granted a slot after a Drain dials here
 	}
 	b.checkLocked()
 	return nil

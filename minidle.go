@@ -27,8 +27,10 @@ import (
 // until it fails.
 //
 // With [WithMaxIdle], the top-up never takes the pool past its idle cap:
-// it dials only while the pool has room under the cap, so with a cap below
-// n times the addresses in use, some addresses keep fewer than n.
+// it dials only while the pool has room under the cap, and counts an
+// address's conns in use toward its n, since they return to the idle list;
+// so with a cap below n times the addresses in use, some addresses keep
+// fewer than n.
 //
 // An address that was used (by Get, New or Warm) stays known, and topped
 // up, while it has no conns; [Pool.Drain] stops its top-up until the next
@@ -55,18 +57,23 @@ const (
 )
 
 // idleProbes are the idle conns of a bucket that the liveness check applies
-// to, as a sweep found them, and the bucket's reuse count then.
+// to, with their idle stamps, as a sweep found them; and the bucket's clock
+// and count of taken conns then.
 type idleProbes struct {
-	pcs    []*pconn
-	reuses int64
+	pcs   []*pconn
+	since []int64
+	now   int64 // b.now
+	takes int64 // see takesLocked
 }
 
 // topUp keeps the address of b at its minimum of idle conns; the cleaner
-// calls it after sweeping b, holding no lock. The conns of probes found
-// dead are closed, unless a checkout took an idle conn of the address
-// meanwhile: a conn that was in use may have shown its holder's unread
-// reply, so they wait for the next sweep. Then dials are started for what
-// is missing.
+// calls it after sweeping b, holding no lock. A conn of probes found dead
+// is closed if it stayed idle since the sweep listed it: a conn that was
+// checked out meanwhile may have shown its holder's unread reply, and waits
+// for the next sweep. It stayed idle if no checkout took an idle conn of
+// the address since, or if it is still idle with a stamp older than the
+// sweep's clock (a conn returned since is stamped no earlier than that).
+// Then dials are started for what is missing.
 func (p *Pool) topUp(b *bucket, now int64, probes idleProbes) {
 	p.replenish(b, now, probes, probes.dead())
 }
@@ -88,9 +95,12 @@ func (probes idleProbes) dead() []*pconn {
 func (p *Pool) replenish(b *bucket, now int64, probes idleProbes, dead []*pconn) {
 	var toClose []net.Conn
 	b.mu.Lock()
-	if b.reuses == probes.reuses {
-		for _, pc := range dead {
-			toClose = b.removeIdleLocked(toClose, pc, closedDeadWhileIdle)
+	untouched := b.takesLocked() == probes.takes
+	for _, pc := range dead {
+		j := slices.Index(probes.pcs, pc)
+		i := slices.IndexFunc(b.idle, func(ic idleConn) bool { return ic.pc == pc })
+		if i >= 0 && (untouched || (b.idle[i].since == probes.since[j] && probes.since[j] < probes.now)) {
+			toClose = b.removeIdleLocked(toClose, i, closedDeadWhileIdle)
 		}
 	}
 	for {
@@ -124,7 +134,11 @@ func (b *bucket) reserveTopUpLocked(now int64) (gen uint32, ok bool) {
 		return 0, false
 	}
 	cold := b.coldLocked()
-	if !b.keptLocked() || now < cold.topUpAfter || len(b.idle)+b.warmingLocked() >= p.minIdle {
+	have := len(b.idle)
+	if p.lru != nil {
+		have = int(b.total) // conns in use come back to the idle list, where a top-up conn would evict one
+	}
+	if !b.keptLocked() || now < cold.topUpAfter || have+b.warmingLocked() >= p.minIdle {
 		return 0, false
 	}
 	if p.lru != nil && p.lru.len()+len(p.topUpSem) >= p.lru.max {
@@ -175,13 +189,25 @@ func minIdleTarget(n, capacity, maxActive int) int {
 // probesLocked returns the idle conns of b that the liveness check applies
 // to, for topUp. The caller holds b.mu.
 func (b *bucket) probesLocked() idleProbes {
-	probes := idleProbes{reuses: b.reuses}
+	probes := idleProbes{now: b.now, takes: b.takesLocked()}
 	for _, ic := range b.idle {
 		if ic.pc.probe.applies() {
 			probes.pcs = append(probes.pcs, ic.pc)
+			probes.since = append(probes.since, ic.since)
 		}
 	}
 	return probes
+}
+
+// takesLocked counts the idle conns ever taken by checkouts: Reuses, plus
+// the conns a checkout took and then discarded (unreuse takes them back
+// out of Reuses), so it never decreases. The caller holds b.mu.
+func (b *bucket) takesLocked() int64 {
+	n := b.reuses
+	if b.cold != nil {
+		n += b.cold.counters.ClosedDeadAtCheckout + b.cold.counters.ClosedValidatorFailed
+	}
+	return n
 }
 
 // keptLocked reports whether the cleaner must keep b although nothing is
@@ -191,17 +217,14 @@ func (b *bucket) keptLocked() bool {
 	return b.pool.minIdle > 0 && b.topUp
 }
 
-// removeIdleLocked takes pc off the idle stack, if it is still there (it
-// may have been closed as expired meanwhile), and out of service for reason; the caller closes what it returns with
-// closeDiscarded after releasing b.mu.
-func (b *bucket) removeIdleLocked(out []net.Conn, pc *pconn, reason closeReason) []net.Conn {
-	i := slices.IndexFunc(b.idle, func(ic idleConn) bool { return ic.pc == pc })
-	if i < 0 {
-		return out // handed out or closed since the sweep saw it
-	}
-	if node := b.idle[i].info.node; node != nil {
-		b.pool.lru.remove(node)
+// removeIdleLocked takes b.idle[i] off the idle stack and out of service
+// for reason; the caller closes what it returns with closeDiscarded after
+// releasing b.mu.
+func (b *bucket) removeIdleLocked(out []net.Conn, i int, reason closeReason) []net.Conn {
+	ic := b.idle[i]
+	if ic.info.node != nil {
+		b.pool.lru.remove(ic.info.node)
 	}
 	b.idle = slices.Delete(b.idle, i, i+1)
-	return b.discardLocked(out, pc.nc, reason)
+	return b.discardLocked(out, ic.pc.nc, reason)
 }

@@ -147,6 +147,7 @@ func (c *Conn) end(release bool, outcome error) {
 		_ = c.Conn.Release()
 		if c.ended.CompareAndSwap(false, true) {
 			c.done(outcome)
+			c.bp.retireIfGone(c.Address())
 		}
 		return
 	}
@@ -158,5 +159,6 @@ func (c *Conn) end(release bool, outcome error) {
 // still open (fn did not end the conn itself).
 func (c *Conn) handOver() bool {
 	_ = c.Conn.Release()
+	c.bp.retireIfGone(c.Address())
 	return c.ended.CompareAndSwap(false, true)
 }

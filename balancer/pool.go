@@ -192,7 +192,7 @@ func (bp *Pool) Update(endpoints []Endpoint) {
 	// Outside the lock: Drain closes sockets. A conn checked out to a
 	// removed address after this is not pooled either (see Conn.Close).
 	for _, addr := range removed {
-		_ = bp.p.Drain(addr) // a retired backend's close errors have no caller to go to
+		bp.retireIfGone(addr) // unless a later Update put it back meanwhile
 	}
 }
 
