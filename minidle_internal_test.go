@@ -35,6 +35,22 @@ func sweepAndWait(p *Pool, clock *fakeClock) {
 	p.topUps.Wait()
 }
 
+// refusingDialer dials fake conns, or refuses while refuse is set; dials
+// counts its calls.
+type refusingDialer struct {
+	refuse atomic.Bool
+	dials  atomic.Int64
+	d      testnet.FakeDialer
+}
+
+func (r *refusingDialer) Dial(address string) (net.Conn, error) {
+	r.dials.Add(1)
+	if r.refuse.Load() {
+		return nil, errors.New("connection refused")
+	}
+	return r.d.Dial(address)
+}
+
 func destination(t *testing.T, p *Pool, address string) DestinationStats {
 	t.Helper()
 	for _, d := range p.Stats().Destinations {
@@ -94,18 +110,10 @@ func TestMinIdleReplacesIdleConnsTheServerClosed(t *testing.T) {
 // second of sweeps every 10 ms, it dials a handful of times, not at every
 // sweep. A successful dial ends the backoff.
 func TestMinIdleBacksOffAfterDialErrors(t *testing.T) {
-	var dials atomic.Int64
-	var refuse atomic.Bool
-	refuse.Store(true)
-	var d testnet.FakeDialer
-	dial := func(address string) (net.Conn, error) {
-		dials.Add(1)
-		if refuse.Load() {
-			return nil, errors.New("connection refused")
-		}
-		return d.Dial(address)
-	}
-	p, clock := newMinIdlePool(t, dial, 8, 3)
+	var r refusingDialer
+	r.refuse.Store(true)
+	dials, refuse := &r.dials, &r.refuse
+	p, clock := newMinIdlePool(t, r.Dial, 8, 3)
 	_, err := p.Get("a:1")
 	require.Error(t, err)
 	dials.Store(0)
@@ -165,22 +173,15 @@ func TestMinIdleStopsAtDrainUntilTheNextGet(t *testing.T) {
 
 // An address with no conns stays known while WithMinIdle tops it up.
 func TestMinIdleKeepsAnAddressWithNoConns(t *testing.T) {
-	var refuse atomic.Bool
-	refuse.Store(true)
-	var d testnet.FakeDialer
-	dial := func(address string) (net.Conn, error) {
-		if refuse.Load() {
-			return nil, errors.New("connection refused")
-		}
-		return d.Dial(address)
-	}
-	p, clock := newMinIdlePool(t, dial, 8, 1)
+	var r refusingDialer
+	r.refuse.Store(true)
+	p, clock := newMinIdlePool(t, r.Dial, 8, 1)
 	_, err := p.Get("a:1")
 	require.Error(t, err)
 	sweepAndWait(p, clock)
 	sweepAndWait(p, clock)
 	require.Equal(t, 1, knownAddrs(p))
-	refuse.Store(false)
+	r.refuse.Store(false)
 	clock.advance(topUpBackoffMax)
 	sweepAndWait(p, clock)
 	assert.EqualValues(t, 1, destination(t, p, "a:1").Idle)
