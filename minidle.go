@@ -57,11 +57,10 @@ const (
 )
 
 // idleProbes are the idle conns of a bucket that the liveness check applies
-// to, with their idle stamps, as a sweep found them; and the bucket's clock
-// and count of taken conns then.
+// to, as a sweep found them; and the bucket's clock and count of taken conns
+// then.
 type idleProbes struct {
-	pcs   []*pconn
-	since []int64
+	idle  []idleConn
 	now   int64 // b.now
 	takes int64 // see takesLocked
 }
@@ -80,11 +79,11 @@ func (p *Pool) topUp(b *bucket, now int64, probes idleProbes) {
 
 // dead runs the liveness check on the conns of probes, holding no lock, and
 // returns those that failed it.
-func (probes idleProbes) dead() []*pconn {
-	var dead []*pconn
-	for _, pc := range probes.pcs {
-		if pc.probe.check() != nil {
-			dead = append(dead, pc)
+func (probes idleProbes) dead() []idleConn {
+	var dead []idleConn
+	for _, ic := range probes.idle {
+		if ic.pc.probe.check() != nil {
+			dead = append(dead, ic)
 		}
 	}
 	return dead
@@ -92,14 +91,13 @@ func (probes idleProbes) dead() []*pconn {
 
 // replenish closes the dead conns of probes, as topUp says, and starts the
 // dials the address is short of.
-func (p *Pool) replenish(b *bucket, now int64, probes idleProbes, dead []*pconn) {
+func (p *Pool) replenish(b *bucket, now int64, probes idleProbes, dead []idleConn) {
 	var toClose []net.Conn
 	b.mu.Lock()
 	untouched := b.takesLocked() == probes.takes
-	for _, pc := range dead {
-		j := slices.Index(probes.pcs, pc)
-		i := slices.IndexFunc(b.idle, func(ic idleConn) bool { return ic.pc == pc })
-		if i >= 0 && (untouched || (b.idle[i].since == probes.since[j] && probes.since[j] < probes.now)) {
+	for _, d := range dead {
+		i := slices.IndexFunc(b.idle, func(ic idleConn) bool { return ic.pc == d.pc })
+		if i >= 0 && (untouched || (b.idle[i].since == d.since && d.since < probes.now)) {
 			toClose = b.removeIdleLocked(toClose, i, closedDeadWhileIdle)
 		}
 	}
@@ -192,8 +190,7 @@ func (b *bucket) probesLocked() idleProbes {
 	probes := idleProbes{now: b.now, takes: b.takesLocked()}
 	for _, ic := range b.idle {
 		if ic.pc.probe.applies() {
-			probes.pcs = append(probes.pcs, ic.pc)
-			probes.since = append(probes.since, ic.since)
+			probes.idle = append(probes.idle, ic)
 		}
 	}
 	return probes

@@ -289,13 +289,13 @@ func TestMinIdleKeepsAConnCheckedOutDuringTheCheck(t *testing.T) {
 	b.mu.Lock()
 	probes := b.probesLocked() // the sweep lists the idle conn...
 	b.mu.Unlock()
-	require.Len(t, probes.pcs, 1)
+	require.Len(t, probes.idle, 1)
 
 	c, err = p.Get(srv.Addr()) // ...a caller takes it and sends a request...
 	require.NoError(t, err)
 	_, err = c.Write([]byte("ping\n"))
 	require.NoError(t, err)
-	var dead []*pconn
+	var dead []idleConn
 	require.Eventually(t, func() bool { // ...the check sees the unread reply...
 		dead = probes.dead()
 		return len(dead) == 1

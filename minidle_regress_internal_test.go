@@ -105,14 +105,14 @@ func TestMinIdleKeepsAHealthyConnAfterADiscardedCheckout(t *testing.T) {
 	b.mu.Lock()
 	probes := b.probesLocked() // the sweep lists x, the idle conn, and the reuse count
 	b.mu.Unlock()
-	require.Len(t, probes.pcs, 1)
+	require.Len(t, probes.idle, 1)
 
 	c, err := p.Get(srv.Addr()) // checkout 2 takes x and sends a request
 	require.NoError(t, err)
 	require.Equal(t, xLocal.String(), c.LocalAddr().String())
 	_, err = c.Write([]byte("ping\n"))
 	require.NoError(t, err)
-	var dead []*pconn
+	var dead []idleConn
 	require.Eventually(t, func() bool { // the check sees the unread reply
 		dead = probes.dead()
 		return len(dead) == 1

@@ -101,21 +101,7 @@ func TestMinIdleStress(t *testing.T) {
 			p.closers.Wait()
 			// Quiescent: let Warm's background dials end.
 			require.Eventually(t, func() bool {
-				s := p.Stats()
-				if s.InUse != 0 {
-					return false
-				}
-				ok := true
-				p.buckets.mu.Lock()
-				p.buckets.eachLocked(func(b *bucket) {
-					b.mu.Lock()
-					if b.dialing != 0 || b.closing != 0 {
-						ok = false
-					}
-					b.mu.Unlock()
-				})
-				p.buckets.mu.Unlock()
-				return ok
+				return p.Stats().InUse == 0 && !dialsOrClosesRunning(p)
 			}, 10*time.Second, time.Millisecond)
 			s := p.Stats()
 			open := int64(0)
@@ -151,19 +137,22 @@ func quiet(t *testing.T, p *Pool) {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		require.False(t, time.Now().After(deadline), "dials or closes still running after 10 s")
-		busy := false
-		p.buckets.mu.Lock()
-		p.buckets.eachLocked(func(b *bucket) {
-			b.mu.Lock()
-			if b.dialing != 0 || b.closing != 0 {
-				busy = true
-			}
-			b.mu.Unlock()
-		})
-		p.buckets.mu.Unlock()
-		if !busy {
+		if !dialsOrClosesRunning(p) {
 			return
 		}
-		time.Sleep(100 * time.Microsecond)
+		time.Sleep(100 * time.Microsecond) // poll interval
 	}
+}
+
+// dialsOrClosesRunning reports whether a dial or a close runs in p.
+func dialsOrClosesRunning(p *Pool) bool {
+	running := false
+	p.buckets.mu.Lock()
+	p.buckets.eachLocked(func(b *bucket) {
+		b.mu.Lock()
+		running = running || b.dialing != 0 || b.closing != 0
+		b.mu.Unlock()
+	})
+	p.buckets.mu.Unlock()
+	return running
 }
