@@ -2,7 +2,7 @@ package connpool
 
 import (
 	"errors"
-	"net"
+	"io"
 	"slices"
 	"sync"
 	"unsafe"
@@ -91,6 +91,11 @@ type bucket struct {
 	// to the address. Until then no conn of the address needs the check,
 	// and handing one out need not read the conn to find out.
 	probing bool
+
+	// blocking is set once a value with an Unblocked method is bound to
+	// the address. Until then no idle value can be blocked, and the fast
+	// path need not ask.
+	blocking bool
 
 	// drained is set by the address's first Drain. Until then every conn
 	// is of generation 0, so Close need not read the generation in cold.
@@ -185,6 +190,10 @@ type bucketCold struct {
 
 	// counters are the bucket's counters other than Dials and Reuses.
 	counters Counters
+
+	// watching is set while a goroutine watches for blocked idle values
+	// to unblock, for the checkouts waiting at the address (unblock.go).
+	watching bool
 
 	// WithMinIdle's backoff (minidle.go): after a failed top-up dial the
 	// address is not topped up before the clock reads topUpAfter.
@@ -306,7 +315,7 @@ func (b *bucket) unreuse(c *Conn, pc *pconn, reason closeReason, now bool) {
 	c.end()
 	b.mu.Lock()
 	b.reuses--
-	toClose := b.discardLocked(nil, pc.nc, reason)
+	toClose := b.discardLocked(nil, pc.v, reason)
 	if !now {
 		toClose = b.closeOffPathLocked(toClose)
 	}
@@ -358,7 +367,7 @@ func (b *bucket) acquire(fresh, pay bool) (c *Conn, w *waiter, gen uint32, err e
 	// LRU is kept.
 	if n := len(b.idle) - 1; !fresh && n >= 0 {
 		ic := &b.idle[n]
-		if p.lru == nil && b.freshLocked(ic, now) {
+		if p.lru == nil && !b.blocking && b.freshLocked(ic, now) {
 			c = b.reuseLocked(ic, now)
 			*ic = idleConn{}
 			b.idle = b.idle[:n]
@@ -373,26 +382,26 @@ func (b *bucket) acquire(fresh, pay bool) (c *Conn, w *waiter, gen uint32, err e
 		now = p.readClock()
 		b.now = max(b.now, now)
 	}
-	var discarded []net.Conn
+	var discarded []io.Closer
 	for !fresh && len(b.idle) > 0 {
 		n := len(b.idle) - 1
-		ic := b.idle[n]
-		b.idle[n] = idleConn{}
-		b.idle = b.idle[:n]
-		switch {
-		case ic.info.node != nil && p.lru.remove(ic.info.node):
-			discarded = b.discardLocked(discarded, ic.pc.nc, closedIdleCapEvicted)
-		case p.timeout > 0 && now-ic.since >= p.timeout:
-			// The conns below are older: the loop discards them too.
-			discarded = b.discardLocked(discarded, ic.pc.nc, closedIdleTimeout)
-		case p.maxLifetime > 0 && now >= ic.pc.deadline:
-			discarded = b.discardLocked(discarded, ic.pc.nc, closedMaxLifetime)
-		default:
-			c = b.reuseLocked(&ic, now)
-			b.closeLaterLocked(discarded)
-			b.mu.Unlock()
-			return c, nil, 0, nil
+		if b.blocking {
+			if n = b.newestUnblockedLocked(); n < 0 {
+				break // every idle value is still busy: they stay
+			}
 		}
+		ic := b.idle[n]
+		b.idle = slices.Delete(b.idle, n, n+1)
+		if reason := b.unusableLocked(&ic, now); reason != notCounted {
+			// Past the idle timeout, the conns below are older: the
+			// loop discards them too.
+			discarded = b.discardLocked(discarded, ic.pc.v, reason)
+			continue
+		}
+		c = b.reuseLocked(&ic, now)
+		b.closeLaterLocked(discarded)
+		b.mu.Unlock()
+		return c, nil, 0, nil
 	}
 	if fresh && len(b.idle) > 0 && !b.hasSlotLocked() {
 		// New at the limit skips idle conns, which would otherwise hold
@@ -406,7 +415,7 @@ func (b *bucket) acquire(fresh, pay bool) (c *Conn, w *waiter, gen uint32, err e
 		if ic.info.node != nil && p.lru.remove(ic.info.node) {
 			reason = closedIdleCapEvicted
 		}
-		discarded = b.discardLocked(discarded, ic.pc.nc, reason)
+		discarded = b.discardLocked(discarded, ic.pc.v, reason)
 	}
 	b.closeLaterLocked(discarded)
 	if b.hasSlotLocked() {
@@ -420,8 +429,26 @@ func (b *bucket) acquire(fresh, pay bool) (c *Conn, w *waiter, gen uint32, err e
 	cold.waiters.pushBack(w)
 	b.waiting++
 	cold.counters.WaitCount++
+	b.watchBlockedLocked()
 	b.mu.Unlock()
 	return nil, w, 0, nil
+}
+
+// unusableLocked takes ic, just taken off the idle stack, off the idle LRU
+// and returns why it must be closed rather than handed out at the clock
+// reading now: it was evicted from the LRU, or is past the idle timeout or
+// its lifetime. It returns notCounted for a usable conn.
+func (b *bucket) unusableLocked(ic *idleConn, now int64) closeReason {
+	p := b.pool
+	switch {
+	case ic.info.node != nil && p.lru.remove(ic.info.node):
+		return closedIdleCapEvicted
+	case p.timeout > 0 && now-ic.since >= p.timeout:
+		return closedIdleTimeout
+	case p.maxLifetime > 0 && now >= ic.pc.deadline:
+		return closedMaxLifetime
+	}
+	return notCounted
 }
 
 // closeLaterLocked closes conns taken out of service with discardLocked in
@@ -432,7 +459,7 @@ func (b *bucket) acquire(fresh, pay bool) (c *Conn, w *waiter, gen uint32, err e
 // while holding b.mu. Pool.Close marks the pool closed, then locks every
 // bucket that is not dropped, then waits for these goroutines; so it cannot
 // start waiting before this one is counted.
-func (b *bucket) closeLaterLocked(conns []net.Conn) {
+func (b *bucket) closeLaterLocked(conns []io.Closer) {
 	if len(conns) == 0 {
 		return
 	}
@@ -443,7 +470,7 @@ func (b *bucket) closeLaterLocked(conns []net.Conn) {
 // the background while the pool is open (see closeLaterLocked), or else by
 // returning them for the caller to close after releasing b.mu. The caller
 // holds b.mu and b is not dropped.
-func (b *bucket) closeOffPathLocked(conns []net.Conn) (closeNow []net.Conn) {
+func (b *bucket) closeOffPathLocked(conns []io.Closer) (closeNow []io.Closer) {
 	if b.pool.closed.Load() {
 		return conns
 	}
@@ -454,24 +481,24 @@ func (b *bucket) closeOffPathLocked(conns []net.Conn) (closeNow []net.Conn) {
 // discardLocked takes a conn out of service and counts why (reason may be
 // nil). It does not touch the idle stack or the LRU. The caller passes the
 // conn to closeDiscarded after the lock is released; its slot is freed then.
-func (b *bucket) discardLocked(out []net.Conn, nc net.Conn, reason closeReason) []net.Conn {
+func (b *bucket) discardLocked(out []io.Closer, v io.Closer, reason closeReason) []io.Closer {
 	b.total--
 	b.closing++
 	b.countLocked(reason)
 	b.checkLocked()
-	return append(out, nc)
+	return append(out, v)
 }
 
 // closeDiscarded closes conns taken out of service with discardLocked and
 // then frees their slots. It returns the last close error. The caller holds
 // no lock.
-func (b *bucket) closeDiscarded(conns []net.Conn) error {
+func (b *bucket) closeDiscarded(conns []io.Closer) error {
 	if len(conns) == 0 {
 		return nil
 	}
 	var err error
-	for _, nc := range conns {
-		err = nc.Close()
+	for _, v := range conns {
+		err = v.Close()
 	}
 	b.freeClosed(len(conns))
 	return err
@@ -509,7 +536,7 @@ func (b *bucket) cancelDialLocked() {
 
 // dialedLocked ends a reserved dial that succeeded and binds the new conn to
 // the bucket. It returns ErrClosed if the pool was closed meanwhile; the
-// caller then passes pc.nc to closeDiscarded.
+// caller then passes pc.v to closeDiscarded.
 func (b *bucket) dialedLocked(pc *pconn, now int64) error {
 	b.dialing--
 	b.dials++
@@ -525,6 +552,9 @@ func (b *bucket) dialedLocked(pc *pconn, now int64) error {
 	if pc.probe.applies() {
 		b.probing = true
 	}
+	if pc.probe.unblocks {
+		b.blocking = true
+	}
 	if pc.gen == b.genLocked() {
 		b.topUp = true // a checkout granted a slot after a Drain dials here
 	}
@@ -534,9 +564,9 @@ func (b *bucket) dialedLocked(pc *pconn, now int64) error {
 
 // adoptLocked takes in a conn dialed for a checkout that gave up meanwhile,
 // or by Warm: it goes to a waiter or the idle stack like a returned conn.
-func (b *bucket) adoptLocked(pc *pconn, now int64) (toClose []net.Conn, victim *lruNode) {
+func (b *bucket) adoptLocked(pc *pconn, now int64) (toClose []io.Closer, victim *lruNode) {
 	if err := b.dialedLocked(pc, now); err != nil {
-		return []net.Conn{pc.nc}, nil
+		return []io.Closer{pc.v}, nil
 	}
 	return b.putLocked(pc, pc.info)
 }
@@ -568,22 +598,22 @@ func (b *bucket) put(pc *pconn, info *connInfo) error {
 //
 // info is pc.info, passed in so that, with no limit in play, the common
 // case of pushing onto the idle stack never reads pc itself.
-func (b *bucket) putLocked(pc *pconn, info *connInfo) (toClose []net.Conn, victim *lruNode) {
+func (b *bucket) putLocked(pc *pconn, info *connInfo) (toClose []io.Closer, victim *lruNode) {
 	p := b.pool
 	switch {
 	case p.closed.Load():
-		return b.discardLocked(nil, pc.nc, notCounted), nil
+		return b.discardLocked(nil, pc.v, notCounted), nil
 	case b.drained && pc.gen != b.genLocked(): // reads pc and cold only once the address was drained
-		return b.discardLocked(nil, pc.nc, closedDrained), nil
+		return b.discardLocked(nil, pc.v, closedDrained), nil
 	case p.maxLifetime > 0 && b.now >= pc.deadline:
-		return b.discardLocked(nil, pc.nc, closedMaxLifetime), nil
-	case b.waitingLocked() > 0 && b.handOffLocked(pc):
+		return b.discardLocked(nil, pc.v, closedMaxLifetime), nil
+	case b.waitingLocked() > 0 && !pc.probe.blocked(pc.v) && b.handOffLocked(pc):
 		return nil, nil
-	case b.waitingLocked() > 0:
+	case b.waitingLocked() > 0 && b.cold.waiters.firstForConn() == nil:
 		// Only checkouts from New wait, and they need a slot to dial.
-		return b.discardLocked(nil, pc.nc, closedForNew), nil
+		return b.discardLocked(nil, pc.v, closedForNew), nil
 	case len(b.idle) >= p.capacity:
-		return b.discardLocked(nil, pc.nc, closedBucketFull), nil
+		return b.discardLocked(nil, pc.v, closedBucketFull), nil
 	}
 	ic := idleConn{pc: pc, info: info, since: b.now}
 	if p.lru != nil {
@@ -594,6 +624,7 @@ func (b *bucket) putLocked(pc *pconn, info *connInfo) (toClose []net.Conn, victi
 		b.growIdleLocked()
 	}
 	b.idle = append(b.idle, ic)
+	b.watchBlockedLocked() // a blocked value that checkouts wait for
 	if victim != nil && victim.b == b {
 		return b.evictLocked(nil, victim), nil
 	}
@@ -609,20 +640,20 @@ func (b *bucket) evict(victim *lruNode) {
 	_ = b.closeDiscarded(toClose) // the conn that made room is fine; this one's error goes nowhere
 }
 
-func (b *bucket) evictLocked(out []net.Conn, victim *lruNode) []net.Conn {
+func (b *bucket) evictLocked(out []io.Closer, victim *lruNode) []io.Closer {
 	for i, ic := range b.idle {
 		if ic.info.node == victim {
 			b.idle = slices.Delete(b.idle, i, i+1)
-			return b.discardLocked(out, ic.pc.nc, closedIdleCapEvicted)
+			return b.discardLocked(out, ic.pc.v, closedIdleCapEvicted)
 		}
 	}
 	return out
 }
 
 // release forgets a conn whose holder called Release, and closes it.
-func (b *bucket) release(nc net.Conn) error {
+func (b *bucket) release(v io.Closer) error {
 	b.mu.Lock()
-	toClose := b.discardLocked(nil, nc, closedReleased)
+	toClose := b.discardLocked(nil, v, closedReleased)
 	b.mu.Unlock()
 	return b.closeDiscarded(toClose)
 }
@@ -630,7 +661,7 @@ func (b *bucket) release(nc net.Conn) error {
 // sweepLocked advances the bucket's clock to now and takes out the idle conns
 // that have expired or were evicted; the caller closes them with
 // closeDiscarded after releasing every lock.
-func (b *bucket) sweepLocked(now int64) (discarded []net.Conn) {
+func (b *bucket) sweepLocked(now int64) (discarded []io.Closer) {
 	p := b.pool
 	if now > b.now {
 		b.now = now
@@ -640,7 +671,7 @@ func (b *bucket) sweepLocked(now int64) (discarded []net.Conn) {
 	}
 	b.busy = false
 	type discard struct {
-		nc     net.Conn
+		v      io.Closer
 		reason closeReason
 	}
 	var out []discard
@@ -665,13 +696,13 @@ func (b *bucket) sweepLocked(now int64) (discarded []net.Conn) {
 		if reason == notCounted {
 			kept = append(kept, ic)
 		} else {
-			out = append(out, discard{ic.pc.nc, reason})
+			out = append(out, discard{ic.pc.v, reason})
 		}
 	}
 	clear(b.idle[len(kept):])
 	b.idle = kept
 	for _, d := range out {
-		discarded = b.discardLocked(discarded, d.nc, d.reason)
+		discarded = b.discardLocked(discarded, d.v, d.reason)
 	}
 	return discarded
 }
@@ -679,14 +710,14 @@ func (b *bucket) sweepLocked(now int64) (discarded []net.Conn) {
 // drainLocked empties the bucket when the pool closes: it takes out every
 // idle conn for the caller to close with closeDiscarded and wakes every
 // waiter with ErrClosed.
-func (b *bucket) drainLocked() []net.Conn {
+func (b *bucket) drainLocked() []io.Closer {
 	idle := b.takeIdleLocked()
-	var out []net.Conn
+	var out []io.Closer
 	for _, ic := range idle {
 		if ic.info.node != nil {
 			b.pool.lru.remove(ic.info.node)
 		}
-		out = b.discardLocked(out, ic.pc.nc, notCounted)
+		out = b.discardLocked(out, ic.pc.v, notCounted)
 	}
 	clear(idle)
 	for b.waitingLocked() > 0 {

@@ -1,6 +1,7 @@
 package connpool
 
 import (
+	"io"
 	"net"
 	"sync/atomic"
 	"time"
@@ -61,13 +62,15 @@ func (c *Conn) load() *pconn { return (*pconn)(atomic.LoadPointer(&c.pc)) }
 // already.
 func (c *Conn) end() *pconn { return (*pconn)(atomic.SwapPointer(&c.pc, nil)) }
 
-// pconn is one pooled socket, bound to its address for life. Handles come
-// and go; the pconn moves between them and the idle stack.
+// pconn is one pooled value, bound to its address for life: a net.Conn for
+// a [Pool]'s own API, any io.Closer for the clientpool package, which runs
+// on the same engine. Handles come and go; the pconn moves between them and
+// the idle stack.
 type pconn struct {
-	nc       net.Conn
+	v        io.Closer
 	info     *connInfo
 	deadline int64  // clock reading at which the max lifetime ends; 0 for none
-	probe    probe  // how the liveness check reaches the socket
+	probe    probe  // how the liveness check reaches the value
 	gen      uint32 // the bucket's drain generation when the dial was reserved
 }
 
@@ -108,8 +111,13 @@ func (c *Conn) Release() error {
 	if pc == nil {
 		return ErrConnClosed
 	}
-	return c.info.b.release(pc.nc)
+	return c.info.b.release(pc.v)
 }
+
+// netConn returns the net.Conn of pc. A handle whose I/O methods are called
+// holds a net.Conn: only a [Pool] hands handles out, and its dial function
+// makes net.Conns.
+func netConn(pc *pconn) net.Conn { return pc.v.(net.Conn) }
 
 // releaseIfHeld releases the conn unless its checkout has ended. Handles
 // are never reused, so on an ended handle it does nothing.
@@ -126,7 +134,7 @@ func (c *Conn) Read(p []byte) (int, error) {
 	if pc == nil {
 		return 0, ErrConnClosed
 	}
-	n, err := pc.nc.Read(p)
+	n, err := netConn(pc).Read(p)
 	if n > 0 {
 		c.mark(receivedBit)
 	}
@@ -140,7 +148,7 @@ func (c *Conn) Write(p []byte) (int, error) {
 	if pc == nil {
 		return 0, ErrConnClosed
 	}
-	n, err := pc.nc.Write(p)
+	n, err := netConn(pc).Write(p)
 	if n > 0 {
 		c.mark(sentBit)
 	}
@@ -157,7 +165,7 @@ func (c *Conn) SetDeadline(t time.Time) error {
 	if pc == nil {
 		return ErrConnClosed
 	}
-	return pc.nc.SetDeadline(t)
+	return netConn(pc).SetDeadline(t)
 }
 
 // SetReadDeadline sets the read deadline of the connection. It returns
@@ -167,7 +175,7 @@ func (c *Conn) SetReadDeadline(t time.Time) error {
 	if pc == nil {
 		return ErrConnClosed
 	}
-	return pc.nc.SetReadDeadline(t)
+	return netConn(pc).SetReadDeadline(t)
 }
 
 // SetWriteDeadline sets the write deadline of the connection. It returns
@@ -177,7 +185,7 @@ func (c *Conn) SetWriteDeadline(t time.Time) error {
 	if pc == nil {
 		return ErrConnClosed
 	}
-	return pc.nc.SetWriteDeadline(t)
+	return netConn(pc).SetWriteDeadline(t)
 }
 
 // LocalAddr returns the local address of the connection. Addresses do not

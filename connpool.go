@@ -36,6 +36,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
 	"sync"
@@ -105,12 +106,13 @@ type Option func(*options)
 
 type options struct {
 	dialContext func(ctx context.Context, address string) (net.Conn, error)
+	dialValue   func(ctx context.Context, address string) (io.Closer, error) // clientpool's dial
 	maxActive   int
 	maxIdle     int
 	maxLifetime time.Duration
 	waitTimeout time.Duration
 	noLiveness  bool
-	validator   func(net.Conn) error
+	validator   func(io.Closer) error
 	validateAge time.Duration
 	clock       func() int64 // replaced by tests in this package
 	onPool      func(*Pool)  // tests in this package: called with the new pool
@@ -197,7 +199,10 @@ func WithoutLivenessCheck() Option {
 // Negative minIdle is rejected by [New].
 func WithValidator(fn func(net.Conn) error, minIdle time.Duration) Option {
 	return func(o *options) {
-		o.validator = fn
+		o.validator = nil
+		if fn != nil {
+			o.validator = func(v io.Closer) error { return fn(v.(net.Conn)) }
+		}
 		o.validateAge = minIdle
 	}
 }
@@ -207,7 +212,7 @@ func WithValidator(fn func(net.Conn) error, minIdle time.Duration) Option {
 // [Pool.Close]. A Pool must be created by New: its methods panic with a
 // message saying so when called on a nil *Pool or a zero-value Pool.
 type Pool struct {
-	dial        func(ctx context.Context, address string) (net.Conn, error)
+	dial        func(ctx context.Context, address string) (io.Closer, error)
 	capacity    int   // most idle conns kept per address; >= 0
 	timeout     int64 // idle timeout in nanoseconds; 0 means never
 	maxActive   int   // most conns per address; 0 means no cap
@@ -215,9 +220,9 @@ type Pool struct {
 	waitTimeout time.Duration
 	lru         *idleLRU // nil without WithMaxIdle
 
-	liveness    bool                 // the built-in check is on
-	validator   func(net.Conn) error // nil for none
-	validateAge int64                // nanoseconds of idleness before validator runs
+	liveness    bool                  // the built-in check is on
+	validator   func(io.Closer) error // nil for none
+	validateAge int64                 // nanoseconds of idleness before validator runs
 
 	// retryDeposit is what each checkout pays into its address's retry
 	// budget, and retryFloor the pool-wide floor (budget.go).
@@ -294,7 +299,7 @@ func New(dial Dial, capacity int, timeout time.Duration, opts ...Option) (*Pool,
 	}{
 		{capacity < 0, fmt.Sprintf("capacity %d is negative", capacity)},
 		{timeout < 0, fmt.Sprintf("timeout %v is negative", timeout)},
-		{dial == nil && o.dialContext == nil, "dial is nil and no WithDialContext was given"},
+		{dial == nil && o.dialContext == nil && o.dialValue == nil, "dial is nil and no WithDialContext was given"},
 		{o.maxActive < 0, fmt.Sprintf("WithMaxActive(%d) is negative", o.maxActive)},
 		{o.maxIdle < 0, fmt.Sprintf("WithMaxIdle(%d) is negative", o.maxIdle)},
 		{o.maxLifetime < 0, fmt.Sprintf("WithMaxLifetime(%v) is negative", o.maxLifetime)},
@@ -309,7 +314,6 @@ func New(dial Dial, capacity int, timeout time.Duration, opts ...Option) (*Pool,
 	}
 
 	p := &Pool{
-		dial:        o.dialContext,
 		capacity:    capacity,
 		timeout:     int64(timeout),
 		maxActive:   o.maxActive,
@@ -331,8 +335,19 @@ func New(dial Dial, capacity int, timeout time.Duration, opts ...Option) (*Pool,
 	if o.maxIdle > 0 {
 		p.lru = &idleLRU{max: o.maxIdle}
 	}
-	if p.dial == nil {
-		p.dial = func(_ context.Context, address string) (net.Conn, error) { return dial(address) }
+	p.dial = o.dialValue
+	switch {
+	case p.dial != nil:
+	case o.dialContext != nil:
+		p.dial = func(ctx context.Context, address string) (io.Closer, error) {
+			nc, err := o.dialContext(ctx, address)
+			return nc, err // a nil net.Conn stays a nil io.Closer
+		}
+	default:
+		p.dial = func(_ context.Context, address string) (io.Closer, error) {
+			nc, err := dial(address)
+			return nc, err
+		}
 	}
 	if p.clock == nil {
 		epoch := time.Now()
@@ -449,7 +464,7 @@ func (p *Pool) verify(c *Conn) bool {
 	}
 	var reason closeReason
 	switch {
-	case pc.probe.applies() && pc.probe.check() != nil:
+	case pc.probe.applies() && pc.probe.check(pc.v) != nil:
 		reason = closedDeadAtCheckout
 	case p.validator != nil && c.idle >= p.validateAge && !p.validate(c, pc):
 		reason = closedValidatorFailed
@@ -469,7 +484,7 @@ func (p *Pool) validate(c *Conn, pc *pconn) bool {
 			c.info.b.unreuse(c, pc, closedValidatorFailed, true)
 		}
 	}()
-	err := p.validator(pc.nc)
+	err := p.validator(pc.v)
 	panicked = false
 	return err == nil
 }
@@ -543,10 +558,10 @@ func (p *Pool) Close() error {
 }
 
 // closeEach closes conns and returns their close errors combined, or nil.
-func closeEach(conns []net.Conn) error {
+func closeEach(conns []io.Closer) error {
 	var result *multierror.Error
-	for _, nc := range conns {
-		if err := nc.Close(); err != nil {
+	for _, v := range conns {
+		if err := v.Close(); err != nil {
 			result = multierror.Append(result, err)
 		}
 	}
@@ -566,5 +581,5 @@ func (p *Pool) lifetimeDeadline(now int64) int64 {
 // discarded is a batch of conns taken out of service in one bucket.
 type discarded struct {
 	b     *bucket
-	conns []net.Conn
+	conns []io.Closer
 }

@@ -3,6 +3,7 @@ package connpool
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 )
 
@@ -47,13 +48,13 @@ func (p *Pool) dialFor(ctx context.Context, b *bucket, gen uint32) (*Conn, error
 // dialDoneLocked ends a reserved dial for a caller waiting on it: it returns
 // the caller's handle, or the dial's error. If the pool closed meanwhile, the
 // new conn is returned in toClose for closeDiscarded.
-func (b *bucket) dialDoneLocked(pc *pconn, err error, now int64) (c *Conn, toClose []net.Conn, _ error) {
+func (b *bucket) dialDoneLocked(pc *pconn, err error, now int64) (c *Conn, toClose []io.Closer, _ error) {
 	if err != nil {
 		b.dialFailedLocked()
 		return nil, nil, err
 	}
 	if err := b.dialedLocked(pc, now); err != nil {
-		return nil, []net.Conn{pc.nc}, err
+		return nil, []io.Closer{pc.v}, err
 	}
 	return b.newConnLocked(pc, pc.info), nil, nil
 }
@@ -63,13 +64,13 @@ func (b *bucket) dialDoneLocked(pc *pconn, err error, now int64) (c *Conn, toClo
 // names the address in its errors. It takes no lock: the pconn is built,
 // and the conn's addresses read, before the bucket sees it.
 func (p *Pool) dialConn(ctx context.Context, b *bucket, gen uint32) (pc *pconn, now int64, err error) {
-	nc, err := p.dial(ctx, b.address)
-	if err == nil && nc == nil {
+	v, err := p.dial(ctx, b.address)
+	if err == nil && v == nil {
 		err = ErrNilConn
 	}
 	if err != nil {
-		if nc != nil {
-			_ = nc.Close() // the dial failed; its error is the one to report
+		if v != nil {
+			_ = v.Close() // the dial failed; its error is the one to report
 		}
 		return nil, 0, &DialError{Address: b.address, Err: err}
 	}
@@ -80,14 +81,13 @@ func (p *Pool) dialConn(ctx context.Context, b *bucket, gen uint32) (pc *pconn, 
 	} else {
 		now = p.coarse.Load()
 	}
-	pc = &pconn{
-		nc:       nc,
-		info:     &connInfo{b: b, local: nc.LocalAddr(), remote: nc.RemoteAddr()},
-		deadline: deadline,
-		gen:      gen,
+	info := &connInfo{b: b}
+	if nc, ok := v.(net.Conn); ok {
+		info.local, info.remote = nc.LocalAddr(), nc.RemoteAddr()
 	}
+	pc = &pconn{v: v, info: info, deadline: deadline, gen: gen}
 	if p.liveness {
-		pc.probe = newProbe(nc)
+		pc.probe = newProbe(v)
 	}
 	return pc, now, nil
 }
@@ -176,7 +176,7 @@ func (p *Pool) dialDetached(ctx context.Context, b *bucket, gen uint32) (*Conn, 
 // in the pool. It runs deferred, so it also ends a dial whose function called
 // runtime.Goexit.
 func (p *Pool) detachedDialDone(b *bucket, pd *pendingDial, pc *pconn, now int64, err error) {
-	var toClose []net.Conn
+	var toClose []io.Closer
 	var victim *lruNode
 	b.mu.Lock()
 	switch {

@@ -1,6 +1,6 @@
 package connpool
 
-import "net"
+import "io"
 
 // Drain retires the conns of address, for a backend leaving the set a
 // balancer chooses from. It closes the address's idle conns now and returns
@@ -38,12 +38,12 @@ func (p *Pool) Drain(address string) error {
 	cold.warming = 0 // the conns of dials warming now will be closed
 	b.topUp = false  // until the next Get, New or Warm
 	idle := b.takeIdleLocked()
-	var toClose []net.Conn
+	var toClose []io.Closer
 	for _, ic := range idle {
 		if ic.info.node != nil {
 			p.lru.remove(ic.info.node)
 		}
-		toClose = b.discardLocked(toClose, ic.pc.nc, closedDrained)
+		toClose = b.discardLocked(toClose, ic.pc.v, closedDrained)
 	}
 	clear(idle)
 	b.mu.Unlock()

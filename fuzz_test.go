@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"slices"
 	"sync/atomic"
@@ -266,7 +267,7 @@ func (c expiringCtx) Done() <-chan struct{} {
 	return c.Context.Done()
 }
 
-func fakeID(nc net.Conn) int64 { return nc.(*testnet.FakeConn).ID }
+func fakeID(v io.Closer) int64 { return v.(*testnet.FakeConn).ID }
 
 func (m *model) apply(p *Pool, clock *fakeClock, d *testnet.FakeDialer, op, arg int) error {
 	addr := fuzzAddrs[arg%len(fuzzAddrs)]
@@ -440,7 +441,7 @@ func (m *model) checkout(p *Pool, addr string, fresh bool, variant int) error {
 	mh := modelHandle{c: h, addr: addr}
 	if pl.kind == planHit {
 		ic := pl.hit
-		if got := fakeID(h.load().nc); got != ic.id {
+		if got := fakeID(h.load().v); got != ic.id {
 			return fmt.Errorf("%s(%s) gave conn %d, want idle conn %d", name, addr, got, ic.id)
 		}
 		if !h.Reused() || h.IdleTime() != time.Duration(m.now-ic.since) {
@@ -518,7 +519,7 @@ func (m *model) slotPlan(used int, freeing bool) planKind {
 // reading and checks that it is the next one the dialer made.
 func (m *model) dialed(addr string, pc *pconn) (int64, error) {
 	m.nextID++
-	if got := fakeID(pc.nc); got != m.nextID {
+	if got := fakeID(pc.v); got != m.nextID {
 		return 0, fmt.Errorf("dialed conn %d, want %d", got, m.nextID)
 	}
 	if err := m.checkDeadline(m.nextID, pc.deadline); err != nil {
@@ -718,7 +719,7 @@ func (m *model) warm(p *Pool, d *testnet.FakeDialer, addr string, n int) error {
 	b.mu.Unlock()
 	got := make([]int64, len(top))
 	for i, ic := range top {
-		got[i] = fakeID(ic.pc.nc)
+		got[i] = fakeID(ic.pc.v)
 	}
 	sorted := slices.Sorted(slices.Values(got))
 	for i := range k {
@@ -728,7 +729,7 @@ func (m *model) warm(p *Pool, d *testnet.FakeDialer, addr string, n int) error {
 		}
 	}
 	for _, ic := range top {
-		id := fakeID(ic.pc.nc)
+		id := fakeID(ic.pc.v)
 		if err := m.checkDeadline(id, ic.pc.deadline); err != nil {
 			return err
 		}
@@ -835,7 +836,7 @@ func (m *model) check(p *Pool, d *testnet.FakeDialer) error {
 	held := map[*pconn]bool{}
 	for _, h := range m.inUse {
 		pc := h.c.load()
-		if pc == nil || fakeID(pc.nc) != h.id {
+		if pc == nil || fakeID(pc.v) != h.id {
 			return fmt.Errorf("handle of conn %d in use does not hold it", h.id)
 		}
 		held[pc] = true
@@ -901,7 +902,7 @@ func (m *model) checkBucketLocked(b *bucket, bnow int64, held map[*pconn]bool, n
 		return fmt.Errorf("%d idle, model has %d", len(b.idle), len(want))
 	}
 	for i, ic := range b.idle {
-		id := fakeID(ic.pc.nc)
+		id := fakeID(ic.pc.v)
 		if w := want[i]; id != w.id || ic.since != w.since || ic.pc.deadline != w.deadline {
 			return fmt.Errorf("idle[%d] is conn %d since %d deadline %d, model has conn %d since %d deadline %d",
 				i, id, ic.since, ic.pc.deadline, w.id, w.since, w.deadline)

@@ -35,30 +35,30 @@ func TestProbeAppliesOnlyToConnsWithADescriptor(t *testing.T) {
 	assert.True(t, newProbe(tcp).applies())
 	assert.True(t, newProbe(wrapped{tcp}).applies(), "a wrapper embedding a TCP conn is checked")
 	tlsConn := tls.Client(tcp, &tls.Config{InsecureSkipVerify: true})
-	assert.Equal(t, probe{fd: newProbe(tcp).fd, ok: true, tls: true}, newProbe(tlsConn), "a TLS conn is checked on its socket")
+	assert.Equal(t, probe{fd: newProbe(tcp).fd, kind: probeFD, tls: true}, newProbe(tlsConn), "a TLS conn is checked on its socket")
 }
 
 func TestProbeSeesDataAndClose(t *testing.T) {
 	tcp := loopbackConn(t)
 	pr := newProbe(tcp)
 	require.True(t, pr.applies())
-	assert.NoError(t, pr.check(), "an idle live conn")
+	assert.NoError(t, pr.check(tcp), "an idle live conn")
 
 	_, err := tcp.Write([]byte("hi\n"))
 	require.NoError(t, err)
-	eventuallyErr(t, pr.check, errUnexpectedData) // the echo comes back unread
+	eventuallyErr(t, func() error { return pr.check(tcp) }, errUnexpectedData) // the echo comes back unread
 
 	buf := make([]byte, 3)
 	_, err = tcp.Read(buf)
 	require.NoError(t, err)
-	assert.NoError(t, pr.check(), "nothing unread again")
+	assert.NoError(t, pr.check(tcp), "nothing unread again")
 
 	_, err = tcp.Write([]byte("hi\n"))
 	require.NoError(t, err)
-	eventuallyErr(t, pr.check, errUnexpectedData) // the echo is back
+	eventuallyErr(t, func() error { return pr.check(tcp) }, errUnexpectedData) // the echo is back
 	asTLS := pr
 	asTLS.tls = true
-	assert.NoError(t, asTLS.check(), "on a TLS conn, unread bytes are fine")
+	assert.NoError(t, asTLS.check(tcp), "on a TLS conn, unread bytes are fine")
 }
 
 // eventuallyErr polls f until it returns want, for up to 10 s.
@@ -94,7 +94,7 @@ func BenchmarkLivenessCheck(b *testing.B) {
 		pr := newProbe(tcp)
 		b.ReportAllocs()
 		for b.Loop() {
-			if err := pr.check(); err != nil {
+			if err := pr.check(tcp); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -165,7 +165,7 @@ func TestProbeDetectsAClosedUnixSocket(t *testing.T) {
 
 	pr := newProbe(c)
 	require.NotNil(t, pr, "a Unix socket is checked")
-	assert.NoError(t, pr.check())
+	assert.NoError(t, pr.check(c))
 	require.NoError(t, server.Close())
-	eventuallyErr(t, pr.check, errPeerClosed)
+	eventuallyErr(t, func() error { return pr.check(c) }, errPeerClosed)
 }

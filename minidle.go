@@ -2,7 +2,7 @@ package connpool
 
 import (
 	"context"
-	"net"
+	"io"
 	"slices"
 	"time"
 )
@@ -82,7 +82,7 @@ func (p *Pool) topUp(b *bucket, now int64, probes idleProbes) {
 func (probes idleProbes) dead() []idleConn {
 	var dead []idleConn
 	for _, ic := range probes.idle {
-		if ic.pc.probe.check() != nil {
+		if ic.pc.probe.check(ic.pc.v) != nil {
 			dead = append(dead, ic)
 		}
 	}
@@ -92,7 +92,7 @@ func (probes idleProbes) dead() []idleConn {
 // replenish closes the dead conns of probes, as topUp says, and starts the
 // dials the address is short of.
 func (p *Pool) replenish(b *bucket, now int64, probes idleProbes, dead []idleConn) {
-	var toClose []net.Conn
+	var toClose []io.Closer
 	b.mu.Lock()
 	untouched := b.takesLocked() == probes.takes
 	for _, d := range dead {
@@ -217,11 +217,11 @@ func (b *bucket) keptLocked() bool {
 // removeIdleLocked takes b.idle[i] off the idle stack and out of service
 // for reason; the caller closes what it returns with closeDiscarded after
 // releasing b.mu.
-func (b *bucket) removeIdleLocked(out []net.Conn, i int, reason closeReason) []net.Conn {
+func (b *bucket) removeIdleLocked(out []io.Closer, i int, reason closeReason) []io.Closer {
 	ic := b.idle[i]
 	if ic.info.node != nil {
 		b.pool.lru.remove(ic.info.node)
 	}
 	b.idle = slices.Delete(b.idle, i, i+1)
-	return b.discardLocked(out, ic.pc.nc, reason)
+	return b.discardLocked(out, ic.pc.v, reason)
 }

@@ -188,7 +188,7 @@ func TestSweepRemovesOnlyTheExpiredPrefix(t *testing.T) {
 	total := b.total
 	b.mu.Unlock()
 	require.Len(t, idle, 1)
-	assert.Equal(t, young.LocalAddr(), idle[0].pc.nc.LocalAddr())
+	assert.Equal(t, young.LocalAddr(), idle[0].pc.v.(net.Conn).LocalAddr())
 	assert.EqualValues(t, 1, total)
 	assert.EqualValues(t, 2, p.Stats().ClosedIdleTimeout)
 }

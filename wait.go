@@ -1,7 +1,7 @@
 package connpool
 
 import (
-	"net"
+	"io"
 	"time"
 )
 
@@ -115,7 +115,7 @@ func (b *bucket) handOffLocked(pc *pconn) bool {
 // queued it just leaves; if a delivery raced with giving up, the conn or
 // slot it carries is passed on as if the waiter had never existed. Conns to
 // close are returned. The caller holds b.mu.
-func (b *bucket) abandonLocked(w *waiter) (toClose []net.Conn, victim *lruNode) {
+func (b *bucket) abandonLocked(w *waiter) (toClose []io.Closer, victim *lruNode) {
 	if w.queued {
 		b.cold.waiters.remove(w)
 		b.waiting--
@@ -158,7 +158,7 @@ func (b *bucket) giveUp(w *waiter, d time.Duration) {
 
 // finishAbandon closes what abandonLocked took out of service and evicts
 // its LRU victim. The caller holds no lock.
-func (b *bucket) finishAbandon(toClose []net.Conn, victim *lruNode) {
+func (b *bucket) finishAbandon(toClose []io.Closer, victim *lruNode) {
 	if victim != nil {
 		victim.b.evict(victim)
 	}

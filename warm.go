@@ -3,7 +3,7 @@ package connpool
 import (
 	"context"
 	"fmt"
-	"net"
+	"io"
 	"sync"
 
 	"github.com/hashicorp/go-multierror"
@@ -139,7 +139,7 @@ func (p *Pool) warmOne(ctx context.Context, b *bucket, gen uint32) (err error) {
 	)
 	err = exitedDial(b.address) // unless the dial returns
 	defer func() {
-		var toClose []net.Conn
+		var toClose []io.Closer
 		var victim *lruNode
 		b.mu.Lock()
 		if gen == b.genLocked() {
