@@ -1,0 +1,65 @@
+package clientpool
+
+import (
+	"io"
+	"time"
+
+	"github.com/seed73091bf1/connpool"
+	"github.com/seed73091bf1/connpool/internal/bridge"
+)
+
+// An Option configures a [Pool] in [New]. Each means what the option of
+// package connpool with the same name means, for values instead of conns.
+// The zero Option does nothing.
+type Option struct {
+	opt connpool.Option
+}
+
+// WithMaxActive caps the values of each address at n, dialing, leased and
+// idle; at the cap, checkouts wait in arrival order. 0, the default, means
+// no cap. See connpool.WithMaxActive.
+func WithMaxActive(n int) Option { return Option{connpool.WithMaxActive(n)} }
+
+// WithWaitTimeout bounds how long a checkout waits at a [WithMaxActive]
+// cap; it then fails with [ErrExhausted]. 0, the default, means no bound
+// but the checkout's context.
+func WithWaitTimeout(d time.Duration) Option { return Option{connpool.WithWaitTimeout(d)} }
+
+// WithMaxIdle caps idle values across all addresses at n, closing the
+// least recently returned one to make room. See connpool.WithMaxIdle.
+func WithMaxIdle(n int) Option { return Option{connpool.WithMaxIdle(n)} }
+
+// WithMaxLifetime retires values by age: none is handed out once it is d
+// old, with a jitter of up to 10%. See connpool.WithMaxLifetime.
+func WithMaxLifetime(d time.Duration) Option { return Option{connpool.WithMaxLifetime(d)} }
+
+// WithMinIdle keeps at least n idle values ready at every address the
+// pool has seen and not drained, topped up by the cleaner with bounded
+// dials and backoff after dial errors. See connpool.WithMinIdle.
+func WithMinIdle(n int) Option { return Option{connpool.WithMinIdle(n)} }
+
+// WithoutLivenessCheck turns off the built-in liveness check (see the
+// package documentation); the validator, if set, still runs.
+func WithoutLivenessCheck() Option { return Option{connpool.WithoutLivenessCheck()} }
+
+// WithRetryBudget bounds the retries of Do; see connpool.WithRetryBudget.
+func WithRetryBudget(share float64, perSecond int) Option {
+	return Option{connpool.WithRetryBudget(share, perSecond)}
+}
+
+// WithValidator sets a function that Get runs on an idle value before
+// handing it out, after the liveness check, if the value sat idle for at
+// least minIdle (0: every time). It runs outside every lock and may do I/O,
+// such as a ping. A value it rejects is closed and the next one tried, or a
+// new one dialed. A nil fn is the same as no validator. Negative minIdle is
+// rejected by [New].
+func WithValidator[T io.Closer](fn func(T) error, minIdle time.Duration) Option {
+	var check func(io.Closer) error
+	if fn != nil {
+		check = func(v io.Closer) error {
+			t, _ := v.(T)
+			return fn(t)
+		}
+	}
+	return Option{bridge.ValidatorOption(check, minIdle).(connpool.Option)}
+}
