@@ -27,12 +27,14 @@ type client struct {
 	id      int64
 	address string
 	closed  atomic.Bool
+	closes  atomic.Int32
 	leases  atomic.Int32
 }
 
 var errClosedTwice = errors.New("client closed twice")
 
 func (c *client) Close() error {
+	c.closes.Add(1)
 	if !c.closed.CompareAndSwap(false, true) {
 		return errClosedTwice
 	}
