@@ -511,6 +511,7 @@ func (b *bucket) freeClosed(n int) {
 	b.checkLocked()
 	b.grantSlotsLocked()
 	b.mu.Unlock()
+	b.pool.releaseTotal(n)
 }
 
 // emptyLocked reports whether nothing is bound to the bucket: no idle
@@ -520,14 +521,16 @@ func (b *bucket) emptyLocked() bool {
 		b.waitingLocked() == 0
 }
 
-// dialFailedLocked ends a reserved dial that failed, freeing its slot.
+// dialFailedLocked ends a reserved dial that failed, freeing its slot and
+// its slot of the WithMaxTotal cap.
 func (b *bucket) dialFailedLocked() {
 	b.coldLocked().counters.DialErrors++
 	b.cancelDialLocked()
+	b.pool.releaseTotal(1)
 }
 
 // cancelDialLocked gives back the slot of a reserved dial that ended
-// without a conn.
+// without a conn before it took a slot of the WithMaxTotal cap.
 func (b *bucket) cancelDialLocked() {
 	b.dialing--
 	b.checkLocked()

@@ -121,7 +121,8 @@ type options struct {
 	retryPerSecond int
 	retryBudgetSet bool
 
-	minIdle int
+	minIdle  int
+	maxTotal int
 }
 
 // WithDialContext sets a dial function that honours a context. When it is
@@ -218,7 +219,8 @@ type Pool struct {
 	maxActive   int   // most conns per address; 0 means no cap
 	maxLifetime int64 // in nanoseconds; 0 means no limit
 	waitTimeout time.Duration
-	lru         *idleLRU // nil without WithMaxIdle
+	lru         *idleLRU  // nil without WithMaxIdle and WithMaxTotal
+	total       *totalCap // nil without WithMaxTotal
 
 	liveness    bool                  // the built-in check is on
 	validator   func(io.Closer) error // nil for none
@@ -306,6 +308,7 @@ func New(dial Dial, capacity int, timeout time.Duration, opts ...Option) (*Pool,
 		{o.waitTimeout < 0, fmt.Sprintf("WithWaitTimeout(%v) is negative", o.waitTimeout)},
 		{o.validateAge < 0, fmt.Sprintf("WithValidator minIdle %v is negative", o.validateAge)},
 		{o.minIdle < 0, fmt.Sprintf("WithMinIdle(%d) is negative", o.minIdle)},
+		{o.maxTotal < 0, fmt.Sprintf("WithMaxTotal(%d) is negative", o.maxTotal)},
 		{o.checkRetryBudget() != "", o.checkRetryBudget()},
 	} {
 		if check.bad {
@@ -334,6 +337,12 @@ func New(dial Dial, capacity int, timeout time.Duration, opts ...Option) (*Pool,
 	p.buckets.pool = p
 	if o.maxIdle > 0 {
 		p.lru = &idleLRU{max: o.maxIdle}
+	}
+	if o.maxTotal > 0 {
+		p.total = &totalCap{max: o.maxTotal}
+		if p.lru == nil {
+			p.lru = &idleLRU{max: noIdleCap} // to find the conn to close at the cap
+		}
 	}
 	p.dial = o.dialValue
 	switch {
@@ -449,6 +458,9 @@ func (p *Pool) checkout(ctx context.Context, address string, fresh bool) (*Conn,
 		case w != nil:
 			return p.wait(ctx, b, w)
 		default:
+			if err := p.reserveTotal(ctx, b); err != nil {
+				return nil, err
+			}
 			return p.dialFor(ctx, b, gen)
 		}
 	}
@@ -514,6 +526,9 @@ func (p *Pool) wait(ctx context.Context, b *bucket, w *waiter) (*Conn, error) {
 	case d.c != nil:
 		return d.c, nil
 	case d.grant:
+		if err := p.reserveTotal(ctx, b); err != nil {
+			return nil, err
+		}
 		return p.dialFor(ctx, b, d.gen)
 	default:
 		return nil, d.err

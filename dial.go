@@ -20,6 +20,7 @@ func (p *Pool) dialFor(ctx context.Context, b *bucket, gen uint32) (*Conn, error
 		b.mu.Lock()
 		b.cancelDialLocked()
 		b.mu.Unlock()
+		p.releaseTotal(1)
 		return nil, ErrClosed
 	}
 	if ctx.Done() != nil {

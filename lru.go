@@ -28,10 +28,17 @@ type idleLRU struct {
 	mu         sync.Mutex // protects the fields below and every node's links and evicted flag
 	head, tail *lruNode   // head is the least recently returned
 	n          int
+
+	// wanted counts the checkouts waiting at the WithMaxTotal cap that
+	// found no idle conn to evict: the next conns returned are evicted
+	// for them. Invariant: wanted <= the checkouts waiting at the cap,
+	// once each that stops waiting has called capWanted.
+	wanted int
 }
 
 // add links node as the most recently returned idle conn. If that puts the
-// list over its cap, it unlinks the least recently returned node, marks it
+// list over its cap, or a checkout waiting at the WithMaxTotal cap wants
+// an idle conn closed, it unlinks the least recently returned node, marks it
 // evicted and returns it; the caller removes its conn from its bucket.
 func (l *idleLRU) add(node *lruNode) (victim *lruNode) {
 	l.mu.Lock()
@@ -44,8 +51,11 @@ func (l *idleLRU) add(node *lruNode) (victim *lruNode) {
 	}
 	l.tail = node
 	l.n++
-	if l.n <= l.max {
+	if l.n <= l.max && l.wanted == 0 {
 		return nil
+	}
+	if l.n <= l.max {
+		l.wanted--
 	}
 	victim = l.head
 	l.unlinkLocked(victim)
@@ -64,6 +74,31 @@ func (l *idleLRU) remove(node *lruNode) (evicted bool) {
 	}
 	l.unlinkLocked(node)
 	return false
+}
+
+// evictForWaiter serves a checkout that waits at the WithMaxTotal cap: it
+// evicts the least recently returned idle conn and returns it for the
+// caller to remove from its bucket, or, with none idle, records that the
+// next one returned is to be evicted.
+func (l *idleLRU) evictForWaiter() (victim *lruNode) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.head == nil {
+		l.wanted++
+		return nil
+	}
+	victim = l.head
+	l.unlinkLocked(victim)
+	victim.evicted = true
+	return victim
+}
+
+// capWanted bounds the evictions wanted by evictForWaiter to n, the
+// checkouts still waiting, when one stops waiting.
+func (l *idleLRU) capWanted(n int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.wanted = min(l.wanted, n)
 }
 
 // len returns the number of linked nodes.

@@ -133,13 +133,14 @@ func (b *bucket) reserveTopUpLocked(now int64) (gen uint32, ok bool) {
 	}
 	cold := b.coldLocked()
 	have := len(b.idle)
-	if p.lru != nil {
+	idleCap := p.lru != nil && p.lru.max != noIdleCap
+	if idleCap {
 		have = int(b.total) // conns in use come back to the idle list, where a top-up conn would evict one
 	}
 	if !b.keptLocked() || now < cold.topUpAfter || have+b.warmingLocked() >= p.minIdle {
 		return 0, false
 	}
-	if p.lru != nil && p.lru.len()+len(p.topUpSem) >= p.lru.max {
+	if idleCap && p.lru.len()+len(p.topUpSem) >= p.lru.max {
 		// A conn dialed now would evict another idle one: the pool is at
 		// its idle cap, counting the top-up dials in flight. (Only the
 		// cleaner reserves top-ups, so the count cannot grow meanwhile.)
@@ -167,7 +168,7 @@ func (b *bucket) topUpDone(err error) {
 	case err == nil:
 		cold.topUpFailures = 0
 		cold.topUpAfter = 0
-	case err != ErrClosed:
+	case err != ErrClosed && err != errAtMaxTotal:
 		cold.topUpFailures = min(cold.topUpFailures+1, 16)
 		backoff := min(topUpBackoffMin<<(cold.topUpFailures-1), topUpBackoffMax)
 		cold.topUpAfter = now + int64(backoff)

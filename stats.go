@@ -194,6 +194,9 @@ func (p *Pool) Stats() Stats {
 		s.Waiting += d.Waiting
 		s.Counters.add(d.Counters)
 	}
+	if p.total != nil {
+		s.Waiting += int64(p.total.waiting.Load())
+	}
 	return s
 }
 

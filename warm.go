@@ -146,7 +146,7 @@ func (p *Pool) warmOne(ctx context.Context, b *bucket, gen uint32) (err error) {
 			b.cold.warming--
 		}
 		switch {
-		case err == ErrClosed:
+		case err == ErrClosed || err == errAtMaxTotal:
 			b.cancelDialLocked()
 		case err != nil:
 			b.dialFailedLocked()
@@ -161,6 +161,9 @@ func (p *Pool) warmOne(ctx context.Context, b *bucket, gen uint32) (err error) {
 	}()
 	if p.closed.Load() {
 		return ErrClosed
+	}
+	if p.total != nil && !p.total.tryAcquire() {
+		return errAtMaxTotal
 	}
 	dctx, cancel := p.detachedContext(ctx)
 	defer cancel()

@@ -495,3 +495,22 @@ func balancerRoundRobin(addrs ...string) *balancer.RoundRobin {
 	}
 	return balancer.NewRoundRobin(eps)
 }
+
+func TestMaxTotal(t *testing.T) {
+	var d dialer
+	p := newPool(t, &d, clientpool.WithMaxTotal(2), clientpool.WithWaitTimeout(20*time.Millisecond))
+	ctx := context.Background()
+	a, err := p.Get(ctx, "a")
+	require.NoError(t, err)
+	b, err := p.Get(ctx, "b")
+	require.NoError(t, err)
+	_, err = p.Get(ctx, "c")
+	assert.ErrorIs(t, err, clientpool.ErrExhausted, "every value is leased: the checkout waits, then fails")
+	require.NoError(t, a.Close())
+	c, err := p.Get(ctx, "c")
+	require.NoError(t, err, "a's idle value makes room")
+	assert.True(t, a.Value() == nil)
+	assert.Equal(t, 2, d.open())
+	require.NoError(t, b.Close())
+	require.NoError(t, c.Close())
+}

@@ -25,6 +25,12 @@ func WithMaxActive(n int) Option { return Option{connpool.WithMaxActive(n)} }
 // but the checkout's context.
 func WithWaitTimeout(d time.Duration) Option { return Option{connpool.WithWaitTimeout(d)} }
 
+// WithMaxTotal caps the open values across all addresses at n: at the
+// cap, a checkout closes the least recently returned idle value of any
+// address to make room, or waits in arrival order across addresses. See
+// connpool.WithMaxTotal.
+func WithMaxTotal(n int) Option { return Option{connpool.WithMaxTotal(n)} }
+
 // WithMaxIdle caps idle values across all addresses at n, closing the
 // least recently returned one to make room. See connpool.WithMaxIdle.
 func WithMaxIdle(n int) Option { return Option{connpool.WithMaxIdle(n)} }
