@@ -367,7 +367,7 @@ func (b *bucket) acquire(fresh, pay bool) (c *Conn, w *waiter, gen uint32, err e
 	// LRU is kept.
 	if n := len(b.idle) - 1; !fresh && n >= 0 {
 		ic := &b.idle[n]
-		if p.lru == nil && !b.blocking && b.freshLocked(ic, now) {
+		if p.lru == nil && b.freshLocked(ic, now) && (!b.blocking || !ic.pc.probe.blocked(ic.pc.v)) {
 			c = b.reuseLocked(ic, now)
 			*ic = idleConn{}
 			b.idle = b.idle[:n]
