@@ -8,7 +8,9 @@ require (
 	github.com/jackc/puddle/v2 v2.2.3
 	github.com/seed73091bf1/connpool v0.0.0
 	github.com/silenceper/pool v1.0.0
+	github.com/stretchr/testify v1.12.1
 	go.uber.org/goleak v1.3.0
+	storj.io/drpc v1.0.0
 )
 
 require (
@@ -16,6 +18,8 @@ require (
 	github.com/hashicorp/go-multierror v1.1.1 // indirect
 	github.com/konsorten/go-windows-terminal-sequences v1.0.1 // indirect
 	github.com/sirupsen/logrus v1.4.2 // indirect
+	github.com/zeebo/errs v1.2.2 // indirect
+	go.yaml.in/yaml/v3 v3.0.5 // indirect
 	golang.org/x/sync v0.1.0 // indirect
 	golang.org/x/sys v0.0.0-20190422165155-953cdadca894 // indirect
 )

@@ -19,6 +19,7 @@ hitpath=(
 	Pool=connpool-timeout0/Keys=1 Pool=fatih/Keys=1 Pool=buraksezer/Keys=1
 	Pool=silenceper/Keys=1 Pool=puddle/Keys=1
 )
+acquire=(Pool=clientpool Pool=puddle Pool=drpcpool)
 floor=(
 	Floor=MutexPopPush Floor=MutexPopPushAlloc32
 	Floor=MapMutexPopPush/Keys=1000 Floor=MapMutexPopPush/Keys=100000
@@ -65,6 +66,7 @@ pass() {
 for ((p = 0; p < passes; p++)); do
 	echo "run.sh: pass $((p + 1)) of $passes" >&2
 	pass BenchmarkHitPath "$p" "${hitpath[@]}"
+	pass BenchmarkAcquireRelease "$p" "${acquire[@]}"
 	pass BenchmarkFloor "$p" "${floor[@]}"
 	pass BenchmarkEcho64 "$p" "${echo64[@]}"
 done

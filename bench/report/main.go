@@ -1,12 +1,13 @@
 // Command report turns `go test -bench` output from the bench module into
-// RESULTS.md (medians, their spread, and ratios to connpool and to the
-// floor benchmarks) and an SVG bar chart.
+// RESULTS.md (medians, their spread, and ratios to connpool or clientpool
+// and to the floor benchmarks) and an SVG bar chart.
 //
 //	go run ./report -in results.txt -md RESULTS.md -svg results.svg -machine "..."
 package main
 
 import (
 	"bufio"
+	"cmp"
 	"flag"
 	"fmt"
 	"html"
@@ -141,11 +142,29 @@ func workloads(rows []row) []string {
 	return out
 }
 
-// floorOf returns the name of the floor benchmark that a HitPath workload
-// is read against: one address against a locked stack with one allocation,
-// N addresses against N locked stacks in a map, in the same mode.
+// ownPools are the pools of this repository, in the order baseline looks
+// for them: each workload is read against the first it has.
+var ownPools = []string{"connpool", "clientpool"}
+
+// baseline returns the row of the pool of this repository in workload w.
+func baseline(rows []row, w string) (row, bool) {
+	for _, pool := range ownPools {
+		if r, ok := findIn(rows, w, pool); ok {
+			return r, true
+		}
+	}
+	return row{}, false
+}
+
+// floorOf returns the name of the floor benchmark that a HitPath or
+// AcquireRelease workload is read against: one address against a locked
+// stack with one allocation, N addresses against N locked stacks in a map,
+// in the same mode.
 func floorOf(workload string) (string, bool) {
 	parts := strings.Split(workload, "/")
+	if len(parts) == 2 && parts[0] == "AcquireRelease" {
+		return "Floor/Floor=MutexPopPushAlloc32/" + parts[1], true
+	}
 	if len(parts) != 3 || parts[0] != "HitPath" {
 		return "", false
 	}
@@ -191,7 +210,7 @@ func markdown(rows []row, machine string) string {
 	b.WriteString("# Benchmark results\n\n")
 	fmt.Fprintf(&b, "Each benchmark ran once per pass of `run.sh` (%s), the pools in a different order each pass. "+
 		"ns/op is the median over the passes and min–max their range. "+
-		"Ratio to connpool is time per op over connpool's in the same workload; "+
+		"Ratio to connpool (to clientpool where connpool has no row) is time per op over that pool's in the same workload; "+
 		"ratio to floor is over the floor benchmark named in the table, in the same mode (see Floors); "+
 		"ratio to 1 address is connpool's time over its own at one address, in the same mode. "+
 		"Lower is faster.\n\n", runs(rows))
@@ -220,20 +239,20 @@ func runs(rows []row) string {
 	return fmt.Sprintf("%d to %d passes", lo, hi)
 }
 
-// table writes the table of one workload. HitPath tables get a ratio to
-// their floor and a row for the floor itself; tables at many addresses a
-// ratio to one address; a table with a none-reuse row the memory each row
-// uses beyond that row's.
+// table writes the table of one workload. HitPath and AcquireRelease
+// tables get a ratio to their floor and a row for the floor itself; tables
+// at many addresses a ratio to one address; a table with a none-reuse row
+// the memory each row uses beyond that row's.
 func table(b *strings.Builder, rows []row, w string) {
-	connpool, _ := findIn(rows, w, "connpool")
-	base := connpool.ns
+	own, _ := baseline(rows, w)
+	base := own.ns
 	floorName, hasFloor := floorOf(w)
 	floor, _ := find(rows, floorName)
 	oneName, hasOne := oneAddress(w)
 	one, _ := find(rows, oneName)
 	reuse, hasReuse := findIn(rows, w, "none-reuse")
 
-	head := []string{"Pool", "ns/op", "min–max", "ratio to connpool"}
+	head := []string{"Pool", "ns/op", "min–max", "ratio to " + cmp.Or(own.pool, "connpool")}
 	if hasFloor {
 		head = append(head, "ratio to floor")
 	}
@@ -250,13 +269,13 @@ func table(b *strings.Builder, rows []row, w string) {
 	}
 	fmt.Fprintf(b, "| %s |\n|%s\n", strings.Join(head, " | "), strings.Repeat("---|", len(head)))
 
-	cells := func(label string, r row, isConnpool bool) []string {
+	cells := func(label string, r row, isOwn bool) []string {
 		c := []string{label, ns(r.ns), spread(r), ratio(r.ns, base)}
 		if hasFloor {
 			c = append(c, ratio(r.ns, floor.ns))
 		}
 		if hasOne {
-			if isConnpool {
+			if isOwn {
 				c = append(c, ratio(r.ns, one.ns))
 			} else {
 				c = append(c, "-")
@@ -270,7 +289,7 @@ func table(b *strings.Builder, rows []row, w string) {
 	}
 	for _, r := range rows {
 		if r.workload == w && r.pool != "" {
-			fmt.Fprintf(b, "| %s |\n", strings.Join(cells(r.pool, r, r.pool == "connpool"), " | "))
+			fmt.Fprintf(b, "| %s |\n", strings.Join(cells(r.pool, r, r.pool == own.pool), " | "))
 		}
 	}
 	if hasFloor && floor.runs > 0 {
@@ -332,7 +351,7 @@ func floors(b *strings.Builder, rows []row) {
 
 // chart draws one group of horizontal bars per workload, scaled per group,
 // with a line over each bar from the fastest run to the slowest. HitPath
-// groups end with a bar for their floor.
+// and AcquireRelease groups end with a bar for their floor.
 func chart(rows []row) string {
 	const width, barH, gap, left = 760, 16, 4, 200
 	var body strings.Builder
@@ -345,12 +364,13 @@ func chart(rows []row) string {
 			r            row
 		}
 		var bars []bar
+		own, _ := baseline(rows, w)
 		for _, r := range rows {
 			if r.workload != w || r.pool == "" {
 				continue
 			}
 			color := "#9aa5b1"
-			if r.pool == "connpool" {
+			if r.pool == own.pool {
 				color = "#2b6cb0"
 			}
 			bars = append(bars, bar{r.pool, color, r})
