@@ -103,7 +103,8 @@ type Pool[T io.Closer] struct {
 // such a dial runs in a goroutine of its own, so that a caller that gives up
 // does not waste it, and its value goes to the next checkout or the idle
 // stack. Those dials are cancelled when the pool closes; bound them
-// otherwise with a timeout of their own. A dial that returns a nil value (a
+// otherwise with a timeout of their own. The context ends once dial
+// returns: a value must not keep it. A dial that returns a nil value (a
 // nil pointer too) and no error fails with [ErrNilValue]; a value returned
 // with an error is closed.
 //
