@@ -18,6 +18,12 @@ import (
 // the idle stack, and another may unblock first.
 const unblockPoll = 10 * time.Millisecond
 
+// connWaiterLocked reports whether the pool is open and a checkout that
+// takes an idle value waits at the address.
+func (b *bucket) connWaiterLocked() bool {
+	return b.waitingLocked() > 0 && !b.pool.closed.Load() && b.cold.waiters.firstForConn() != nil
+}
+
 // newestUnblockedLocked returns the index of the most recently returned
 // idle value that is not blocked, or -1 if every idle value is.
 func (b *bucket) newestUnblockedLocked() int {
@@ -35,8 +41,7 @@ func (b *bucket) newestUnblockedLocked() int {
 // pool open while holding b.mu; see closeLaterLocked for why Pool.Close
 // then waits for the watcher.
 func (b *bucket) watchBlockedLocked() {
-	if !b.blocking || len(b.idle) == 0 || b.waitingLocked() == 0 || b.cold.watching ||
-		b.pool.closed.Load() || b.cold.waiters.firstForConn() == nil {
+	if !b.blocking || len(b.idle) == 0 || !b.connWaiterLocked() || b.cold.watching {
 		return
 	}
 	b.cold.watching = true
@@ -79,7 +84,7 @@ func (b *bucket) watchBlocked() {
 // expired, for the caller to close after releasing b.mu.
 func (b *bucket) serveUnblockedLocked() (toClose []io.Closer) {
 	now := b.now
-	for b.waitingLocked() > 0 && b.cold.waiters.firstForConn() != nil && !b.pool.closed.Load() {
+	for b.connWaiterLocked() {
 		i := b.newestUnblockedLocked()
 		if i < 0 {
 			break
@@ -100,7 +105,7 @@ func (b *bucket) serveUnblockedLocked() (toClose []io.Closer) {
 // idle value if a checkout that takes idle values still waits, and nil
 // otherwise: the watcher is done.
 func (b *bucket) blockedChanLocked() <-chan struct{} {
-	if b.waitingLocked() == 0 || b.cold.waiters.firstForConn() == nil || b.pool.closed.Load() {
+	if !b.connWaiterLocked() {
 		return nil
 	}
 	for i := len(b.idle) - 1; i >= 0; i-- {

@@ -41,6 +41,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"reflect"
 	"time"
 
@@ -152,18 +153,19 @@ func isNil[T any](v T) bool {
 // duration and until ctx ends. With a done ctx it returns ctx.Err() at
 // once.
 func (p *Pool[T]) Get(ctx context.Context, address string) (*Lease[T], error) {
-	nc, err := p.engine().GetContext(ctx, address)
-	if err != nil {
-		return nil, err
-	}
-	return (*Lease[T])(nc.(*connpool.Conn)), nil
+	return asLease[T](p.engine().GetContext(ctx, address))
 }
 
 // GetFresh is like Get but dials a new value, ignoring idle ones, as
 // connpool's Pool.New does: the retry path after a value turned out to be
 // dead, when every idle value of the address may be dead too.
 func (p *Pool[T]) GetFresh(ctx context.Context, address string) (*Lease[T], error) {
-	nc, err := p.engine().NewContext(ctx, address)
+	return asLease[T](p.engine().NewContext(ctx, address))
+}
+
+// asLease returns the result of an engine checkout as a lease: nil, and not
+// a nil *Lease, on error.
+func asLease[T io.Closer](nc net.Conn, err error) (*Lease[T], error) {
 	if err != nil {
 		return nil, err
 	}
