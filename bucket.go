@@ -367,7 +367,7 @@ func (b *bucket) acquire(fresh, pay bool) (c *Conn, w *waiter, gen uint32, err e
 	// LRU is kept.
 	if n := len(b.idle) - 1; !fresh && n >= 0 {
 		ic := &b.idle[n]
-		if p.lru == nil && b.freshLocked(ic, now) && (!b.blocking || !ic.pc.probe.blocked(ic.pc.v)) {
+		if p.lru == nil && b.freshLocked(ic, now) && (!b.blocking || b.servesBlockingLocked(ic)) {
 			c = b.reuseLocked(ic, now)
 			*ic = idleConn{}
 			b.idle = b.idle[:n]
@@ -383,6 +383,10 @@ func (b *bucket) acquire(fresh, pay bool) (c *Conn, w *waiter, gen uint32, err e
 		b.now = max(b.now, now)
 	}
 	var discarded []io.Closer
+	if b.blocking {
+		// Checkouts waiting for values that were blocked come first.
+		discarded = b.serveUnblockedLocked(discarded)
+	}
 	for !fresh && len(b.idle) > 0 {
 		n := len(b.idle) - 1
 		if b.blocking {

@@ -150,8 +150,9 @@ func WithMaxActive(n int) Option {
 	return func(o *options) { o.maxActive = n }
 }
 
-// WithWaitTimeout bounds how long a checkout waits at a [WithMaxActive] cap;
-// when d runs out it fails with [ErrExhausted]. GetContext and NewContext
+// WithWaitTimeout bounds how long a checkout waits at a [WithMaxActive] cap
+// and at the [WithMaxTotal] cap together; when d runs out it fails with
+// [ErrExhausted]. GetContext and NewContext
 // also stop waiting when their context ends, whichever comes first. The
 // default, 0, means wait without limit. Negative d is rejected by [New].
 func WithWaitTimeout(d time.Duration) Option {
@@ -456,9 +457,14 @@ func (p *Pool) checkout(ctx context.Context, address string, fresh bool) (*Conn,
 			}
 			return c, nil
 		case w != nil:
-			return p.wait(ctx, b, w)
+			c, err := p.wait(ctx, b, w)
+			if err == errStartOver {
+				pay = false
+				continue
+			}
+			return c, err
 		default:
-			if err := p.reserveTotal(ctx, b); err != nil {
+			if err := p.reserveTotal(ctx, b, time.Time{}); err != nil {
 				return nil, err
 			}
 			return p.dialFor(ctx, b, gen)
@@ -524,9 +530,12 @@ func (p *Pool) wait(ctx context.Context, b *bucket, w *waiter) (*Conn, error) {
 	}
 	switch {
 	case d.c != nil:
+		if d.idle && (d.c.probed || p.validator != nil) && !p.verify(d.c) {
+			return nil, errStartOver // discarded
+		}
 		return d.c, nil
 	case d.grant:
-		if err := p.reserveTotal(ctx, b); err != nil {
+		if err := p.reserveTotal(ctx, b, start); err != nil {
 			return nil, err
 		}
 		return p.dialFor(ctx, b, d.gen)

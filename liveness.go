@@ -45,6 +45,7 @@ type probe struct {
 	kind     probeKind
 	tls      bool // the socket is under a *tls.Conn: unread bytes are expected
 	unblocks bool // the value has an Unblocked method
+	closes   bool // the value has a Closed method
 }
 
 // probeKind is how the liveness check reaches a value.
@@ -71,6 +72,7 @@ type netConner interface{ NetConn() net.Conn }
 func newProbe(v io.Closer) probe {
 	var pr probe
 	_, pr.unblocks = v.(unblockNotifier)
+	_, pr.closes = v.(closedNotifier)
 	nc, ok := v.(net.Conn)
 	if !ok {
 		if n, isNC := v.(netConner); isNC {
@@ -88,7 +90,7 @@ func newProbe(v io.Closer) probe {
 	}
 	if ok {
 		pr.kind = probeFD
-	} else if _, ok := v.(closedNotifier); ok {
+	} else if pr.closes {
 		pr.kind = probeClosed
 	}
 	return pr
@@ -108,7 +110,9 @@ func socketFD(nc net.Conn) (fd int32, isTLS, ok bool) {
 	return fd, isTLS, ok
 }
 
-// syscallFD returns the file descriptor of sc, if the platform can peek.
+// syscallFD returns the file descriptor of sc, if it is a socket and the
+// platform can peek. A peek at a pipe, a terminal or a device fails, which
+// the check would take for a dead conn.
 func syscallFD(sc syscall.Conn) (int32, bool) {
 	if !canPeek {
 		return 0, false
@@ -118,7 +122,12 @@ func syscallFD(sc syscall.Conn) (int32, bool) {
 		return 0, false
 	}
 	fd := -1
-	if err := rc.Control(func(f uintptr) { fd = int(f) }); err != nil || fd < 0 || fd > math.MaxInt32 {
+	err = rc.Control(func(f uintptr) {
+		if isSocket(f) {
+			fd = int(f)
+		}
+	})
+	if err != nil || fd < 0 || fd > math.MaxInt32 {
 		return 0, false
 	}
 	return int32(fd), true
@@ -143,6 +152,20 @@ func (pr probe) blocked(v io.Closer) bool {
 	}
 }
 
+// closed reports whether v, the probed value, has a Closed channel that is
+// closed. Like blocked, it is called under the bucket's lock.
+func (pr probe) closed(v io.Closer) bool {
+	if !pr.closes {
+		return false
+	}
+	select {
+	case <-v.(closedNotifier).Closed():
+		return true
+	default:
+		return false
+	}
+}
+
 // check reports nil if v, the probed value, looks reusable, or why it is
 // not:
 //   - its Closed channel is closed;
@@ -156,12 +179,10 @@ func (pr probe) blocked(v io.Closer) bool {
 //     a close_notify alert, counts as closed too.
 func (pr probe) check(v io.Closer) error {
 	if pr.kind == probeClosed {
-		select {
-		case <-v.(closedNotifier).Closed():
+		if pr.closed(v) {
 			return errValueClosed
-		default:
-			return nil
 		}
+		return nil
 	}
 	var buf [1]byte
 	n, err := peekFD(uintptr(pr.fd), buf[:])

@@ -1,4 +1,4 @@
-//go:build !unix
+//go:build !unix || aix
 
 package connpool
 
@@ -10,3 +10,4 @@ const canPeek = false
 func wouldBlock(error) bool               { return false }
 func peekFD(uintptr, []byte) (int, error) { return 0, nil }
 func peerClosed(uintptr) bool             { return false }
+func isSocket(uintptr) bool               { return false }

@@ -1,4 +1,4 @@
-//go:build unix
+//go:build unix && !aix
 
 package connpool
 
@@ -11,4 +11,10 @@ const canPeek = true
 // does; errors.Is would cost a dozen nanoseconds more.
 func wouldBlock(err error) bool {
 	return err == syscall.EAGAIN || err == syscall.EWOULDBLOCK
+}
+
+// isSocket reports whether fd is a socket. It runs once per dialed conn.
+func isSocket(fd uintptr) bool {
+	_, err := syscall.GetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_TYPE)
+	return err == nil
 }

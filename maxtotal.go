@@ -14,9 +14,10 @@ import (
 // dialed, in use, idle and being closed all count. A checkout that needs a
 // dial at the cap closes the least recently returned idle conn of any
 // address to make room, and waits, in arrival order across all addresses,
-// for the slot that frees, for at most the [WithWaitTimeout] duration
-// (then it fails with an error wrapping [ErrExhausted]) and until its
-// context ends. While checkouts wait at the cap, a conn returned to an
+// for the slot that frees, until its context ends and for at most the
+// [WithWaitTimeout] duration, counted from the start of its wait at the
+// address's WithMaxActive limit if it waited there first (then it fails
+// with an error wrapping [ErrExhausted]). While checkouts wait at the cap, a conn returned to an
 // address where no checkout waits is closed rather than kept idle, so that
 // its slot goes to the oldest of them; Warm and WithMinIdle dial only into
 // free slots. Closes made for the cap are counted in ClosedIdleCapEvicted.
@@ -97,7 +98,11 @@ func (p *Pool) releaseTotal(n int) {
 // address, waiting for one at the cap. It returns an error only if it did
 // not get one: the pool closed, ctx ended or the wait timeout ran out. The
 // caller holds a reservation on b (b.dialing counts it), and no lock.
-func (p *Pool) waitTotal(ctx context.Context, b *bucket) error {
+//
+// waitedSince is when the checkout started waiting at b's WithMaxActive
+// limit, or zero if it did not: a checkout waits at most WithWaitTimeout
+// in all, and counts once in WaitCount.
+func (p *Pool) waitTotal(ctx context.Context, b *bucket, waitedSince time.Time) error {
 	t := p.total
 	t.mu.Lock()
 	if t.open < t.max && t.queue.len() == 0 {
@@ -110,19 +115,22 @@ func (p *Pool) waitTotal(ctx context.Context, b *bucket) error {
 	t.waiting.Store(int32(t.queue.len()))
 	t.mu.Unlock()
 
-	b.mu.Lock()
-	b.coldLocked().counters.WaitCount++
-	b.mu.Unlock()
+	start := time.Now()
+	if waitedSince.IsZero() {
+		b.mu.Lock()
+		b.coldLocked().counters.WaitCount++
+		b.mu.Unlock()
+		waitedSince = start
+	}
 	// Make room: the least recently returned idle conn, or the next one
 	// returned, is closed, and its slot goes to the oldest waiter.
 	if victim := p.lru.evictForWaiter(); victim != nil {
 		victim.b.evict(victim)
 	}
 
-	start := time.Now()
 	var expired <-chan time.Time
 	if p.waitTimeout > 0 {
-		timer := time.NewTimer(p.waitTimeout)
+		timer := time.NewTimer(p.waitTimeout - start.Sub(waitedSince))
 		defer timer.Stop()
 		expired = timer.C
 	}
@@ -156,11 +164,12 @@ func (p *Pool) waitTotal(ctx context.Context, b *bucket) error {
 // reserveTotal takes a slot of the WithMaxTotal cap for the dial that the
 // caller reserved on b, waiting at the cap; without the cap it does
 // nothing. If it gets none, it gives the reservation back and returns why.
-func (p *Pool) reserveTotal(ctx context.Context, b *bucket) error {
+// waitedSince is as for waitTotal.
+func (p *Pool) reserveTotal(ctx context.Context, b *bucket, waitedSince time.Time) error {
 	if p.total == nil {
 		return nil
 	}
-	err := p.waitTotal(ctx, b)
+	err := p.waitTotal(ctx, b, waitedSince)
 	if err != nil {
 		b.mu.Lock()
 		b.cancelDialLocked()

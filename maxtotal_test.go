@@ -247,3 +247,48 @@ func TestMaxTotalCapsTheSessionsServersSee(t *testing.T) {
 	t.Logf("most sessions at once %d; dials %d, reuses %d, waits %d, evictions %d",
 		s.maxOpen.Load(), st.Dials, st.Reuses, st.WaitCount, st.ClosedIdleCapEvicted)
 }
+
+// TestMaxTotalWaitTimeoutBoundsTheWholeWait: a Get that waits at its
+// address's WithMaxActive limit and is then granted a slot while the pool
+// is at WithMaxTotal goes on waiting at the total cap only for what is left
+// of its WithWaitTimeout, and counts once in WaitCount.
+func TestMaxTotalWaitTimeoutBoundsTheWholeWait(t *testing.T) {
+	var d testnet.FakeDialer
+	const timeout = time.Second
+	p := newPool(t, d.Dial, 4, 0, connpool.WithMaxTotal(2), connpool.WithMaxActive(1),
+		connpool.WithWaitTimeout(timeout))
+	a := checkout(t, p, "a:1", 1)[0]
+	b := checkout(t, p, "b:1", 1)[0]
+	defer giveBack(t, b)
+
+	// W waits at the total cap for c:1; it will take the slot a frees.
+	wDone := make(chan net.Conn, 1)
+	go func() {
+		c, _ := p.Get("c:1")
+		wDone <- c
+	}()
+	waitForTotalWaiters(t, p, 1)
+
+	// G waits at a:1's MaxActive limit.
+	start := time.Now()
+	gDone := make(chan error, 1)
+	go func() {
+		c, err := p.Get("a:1")
+		if err == nil {
+			_ = c.Close()
+		}
+		gDone <- err
+	}()
+	waitForTotalWaiters(t, p, 2)
+	time.Sleep(timeout / 2)
+	require.NoError(t, a.(*connpool.Conn).Release()) // a:1's slot goes to G, the total slot to W
+
+	if c := <-wDone; c != nil {
+		defer giveBack(t, c)
+	}
+	err := <-gDone
+	elapsed := time.Since(start)
+	assert.ErrorIs(t, err, connpool.ErrExhausted)
+	assert.Less(t, elapsed, timeout+timeout/4, "the checkout waited %v with a wait timeout of %v", elapsed, timeout)
+	assert.EqualValues(t, 1, destination(p.Stats(), "a:1").WaitCount, "one checkout waited at a:1")
+}

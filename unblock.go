@@ -35,6 +35,28 @@ func (b *bucket) newestUnblockedLocked() int {
 	return -1
 }
 
+// servesBlockingLocked reports whether a checkout at an address whose values
+// may block can take ic, the newest idle value, on the fast path: it is not
+// blocked, and no checkout waits, which would come first.
+func (b *bucket) servesBlockingLocked(ic *idleConn) bool {
+	return b.waitingLocked() == 0 && !ic.pc.probe.blocked(ic.pc.v)
+}
+
+// pruneBlockedLocked takes out of service, appending them to out, the
+// blocked idle values whose Closed channel is closed: no checkout takes a
+// blocked value, so without this a dead one would keep its slot until it
+// unblocks, which a dead value need never do. Telling costs a channel
+// receive, no I/O; a blocked value with no Closed method waits for the
+// cleaner.
+func (b *bucket) pruneBlockedLocked(out []io.Closer) []io.Closer {
+	for i := len(b.idle) - 1; i >= 0; i-- {
+		if pc := b.idle[i].pc; pc.probe.blocked(pc.v) && pc.probe.closed(pc.v) {
+			out = b.removeIdleLocked(out, i, closedDeadWhileIdle)
+		}
+	}
+	return out
+}
+
 // watchBlockedLocked starts the watcher if checkouts that take idle values
 // wait while blocked values sit idle, and none runs. The caller holds b.mu,
 // b is not dropped (it has waiters or idle values), and the caller saw the
@@ -49,26 +71,31 @@ func (b *bucket) watchBlockedLocked() {
 }
 
 // watchBlocked hands idle values to the waiting checkouts as they unblock,
-// until no checkout that takes one waits, no blocked value is idle, or the
-// pool closes.
+// and takes those that die while blocked out of service, until no checkout
+// that takes one waits, no blocked value is idle, or the pool closes.
 func (b *bucket) watchBlocked() {
 	poll := time.NewTimer(unblockPoll)
 	defer poll.Stop()
 	for {
 		b.mu.Lock()
-		toClose := b.serveUnblockedLocked()
-		unblocked := b.blockedChanLocked()
-		if unblocked == nil {
+		toClose := b.serveUnblockedLocked(nil)
+		pc := b.watchedLocked()
+		if pc == nil {
 			b.cold.watching = false
 		}
 		b.mu.Unlock()
-		_ = b.closeDiscarded(toClose) // expired values; nobody to report to
-		if unblocked == nil {
+		_ = b.closeDiscarded(toClose) // expired or dead values; nobody to report to
+		if pc == nil {
 			return
+		}
+		var closed <-chan struct{}
+		if pc.probe.closes {
+			closed = pc.v.(closedNotifier).Closed()
 		}
 		poll.Reset(unblockPoll)
 		select {
-		case <-unblocked:
+		case <-pc.v.(unblockNotifier).Unblocked():
+		case <-closed:
 		case <-poll.C:
 		case <-b.pool.closing.Done():
 			b.mu.Lock()
@@ -80,9 +107,13 @@ func (b *bucket) watchBlocked() {
 }
 
 // serveUnblockedLocked hands the idle values that are not blocked, newest
-// first, to the oldest waiters that take one, and returns those it found
-// expired, for the caller to close after releasing b.mu.
-func (b *bucket) serveUnblockedLocked() (toClose []io.Closer) {
+// first, to the oldest waiters that take one, after taking the blocked
+// values that died out of service. It appends to out, and returns, the
+// values it took out of service, expired or dead, for the caller to close
+// after releasing b.mu. The waiters check a value's liveness before using
+// it, as any checkout of an idle value does.
+func (b *bucket) serveUnblockedLocked(out []io.Closer) []io.Closer {
+	out = b.pruneBlockedLocked(out)
 	now := b.now
 	for b.connWaiterLocked() {
 		i := b.newestUnblockedLocked()
@@ -92,25 +123,25 @@ func (b *bucket) serveUnblockedLocked() (toClose []io.Closer) {
 		ic := b.idle[i]
 		b.idle = slices.Delete(b.idle, i, i+1)
 		if reason := b.unusableLocked(&ic, now); reason != notCounted {
-			toClose = b.discardLocked(toClose, ic.pc.v, reason)
+			out = b.discardLocked(out, ic.pc.v, reason)
 			continue
 		}
-		b.reuses++
-		b.handOffLocked(ic.pc)
+		w := b.cold.waiters.firstForConn()
+		b.wakeLocked(w, delivery{c: b.reuseLocked(&ic, now), idle: true})
 	}
-	return toClose
+	return out
 }
 
-// blockedChanLocked returns the Unblocked channel of the newest blocked
-// idle value if a checkout that takes idle values still waits, and nil
-// otherwise: the watcher is done.
-func (b *bucket) blockedChanLocked() <-chan struct{} {
+// watchedLocked returns the newest blocked idle value, whose channels the
+// watcher waits on, if a checkout that takes idle values still waits, and
+// nil otherwise: the watcher is done.
+func (b *bucket) watchedLocked() *pconn {
 	if !b.connWaiterLocked() {
 		return nil
 	}
 	for i := len(b.idle) - 1; i >= 0; i-- {
 		if pc := b.idle[i].pc; pc.probe.blocked(pc.v) {
-			return pc.v.(unblockNotifier).Unblocked()
+			return pc
 		}
 	}
 	return nil

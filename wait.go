@@ -1,9 +1,15 @@
 package connpool
 
 import (
+	"errors"
 	"io"
 	"time"
 )
+
+// errStartOver tells a checkout that the idle value its wait was served
+// with failed its liveness check or validator and was discarded: it starts
+// over, at the back of the line if it has to wait again.
+var errStartOver = errors.New("connpool: bug: discarded delivery escaped")
 
 // A waiter is a checkout parked at an address that has reached its
 // MaxActive limit. It is woken exactly once, under the bucket's lock, by a
@@ -19,6 +25,7 @@ type waiter struct {
 // delivery is what wakes a waiter: exactly one field is set.
 type delivery struct {
 	c     *Conn  // a returned conn, handed over with a fresh handle
+	idle  bool   // with c: the conn was idle; counted as a reuse, and checked before use
 	grant bool   // a slot, already counted in bucket.dialing: the waiter dials
 	gen   uint32 // with grant: the generation the slot was reserved in
 	err   error  // the pool was closed
@@ -125,6 +132,9 @@ func (b *bucket) abandonLocked(w *waiter) (toClose []io.Closer, victim *lruNode)
 	switch {
 	case d.c != nil:
 		// The handle was never handed out; only the socket moves on.
+		if d.idle {
+			b.reuses--
+		}
 		return b.putLocked(d.c.end(), d.c.info)
 	case d.grant:
 		b.cancelDialLocked()

@@ -33,7 +33,7 @@ func (bp *Balanced[T]) Get(ctx context.Context) (*BalancedLease[T], error) {
 	if err != nil {
 		return nil, err
 	}
-	return (*BalancedLease[T])(c.(*balancer.Conn)), nil
+	return &BalancedLease[T]{c: c.(*balancer.Conn)}, nil
 }
 
 // Do picks a backend, leases a value of it, calls fn with the value and
@@ -56,9 +56,13 @@ func (bp *Balanced[T]) Update(endpoints []balancer.Endpoint) { bp.bp.Update(endp
 // BalancedLease is a lease taken through a [Balanced]. Close reports
 // success to the balancer, CloseWithError the outcome it is given, and
 // Release failure. It is one-shot like a [Lease].
-type BalancedLease[T io.Closer] balancer.Conn
+type BalancedLease[T io.Closer] struct {
+	// c is not embedded: a balancer.Conn's net.Conn methods do not apply
+	// to a value that is not one.
+	c *balancer.Conn
+}
 
-func (l *BalancedLease[T]) conn() *balancer.Conn { return (*balancer.Conn)(l) }
+func (l *BalancedLease[T]) conn() *balancer.Conn { return l.c }
 
 // Value returns the leased value, or the zero T once the lease ended.
 func (l *BalancedLease[T]) Value() T {

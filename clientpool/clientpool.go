@@ -19,8 +19,8 @@
 //
 // Before an idle value is handed out again, the pool checks it the cheapest
 // way the value offers:
-//   - a value that is a net.Conn or a syscall.Conn, or has a
-//     NetConn() net.Conn method, is checked on its socket with one
+//   - a value that is a net.Conn or a syscall.Conn over a socket, or has
+//     a NetConn() net.Conn method, is checked on its socket with one
 //     non-blocking peek: a peer that closed or reset it, or (on a conn that
 //     is not TLS) unread bytes, mean dead;
 //   - a value with a Closed() <-chan struct{} method is dead once that
@@ -32,9 +32,11 @@
 // A value with an Unblocked() <-chan struct{} method (drpc conns have one)
 // is skipped while that channel is open, as drpcpool does: it is still
 // cancelling its previous call. It stays idle and is handed out once it
-// unblocks, to a checkout waiting at the [WithMaxActive] limit if there is
-// one. Closed and Unblocked are called under the pool's locks, so they
-// must only return a channel.
+// unblocks, to the oldest checkout waiting at the [WithMaxActive] limit if
+// there is one, which checks it as above. A blocked value whose Closed
+// channel closes is closed at the next checkout of its address, and its
+// slot freed. Closed and Unblocked are called under the pool's locks, so
+// they must only return a channel.
 package clientpool
 
 import (

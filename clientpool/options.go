@@ -21,7 +21,8 @@ type Option struct {
 func WithMaxActive(n int) Option { return Option{connpool.WithMaxActive(n)} }
 
 // WithWaitTimeout bounds how long a checkout waits at a [WithMaxActive]
-// cap; it then fails with [ErrExhausted]. 0, the default, means no bound
+// cap and at the [WithMaxTotal] cap together; it then fails with
+// [ErrExhausted]. 0, the default, means no bound
 // but the checkout's context.
 func WithWaitTimeout(d time.Duration) Option { return Option{connpool.WithWaitTimeout(d)} }
 
