@@ -28,4 +28,6 @@ func init() {
 		return pc.v
 	}
 	bridge.MarkSent = func(c any) { c.(*Conn).mark(sentBit) }
+	bridge.SharedOption = func(n int) any { return Option(func(o *options) { o.shares, o.sharesSet = n, true }) }
+	bridge.ReleaseNow = func(c any) error { return c.(*Conn).releaseNow() }
 }

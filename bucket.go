@@ -195,6 +195,11 @@ type bucketCold struct {
 	// to unblock, for the checkouts waiting at the address (unblock.go).
 	watching bool
 
+	// shared lists the values that leases share, in shared mode
+	// (shared.go), and peakLeases is the most leases one of them held.
+	shared     []sharedValue
+	peakLeases int32
+
 	// WithMinIdle's backoff (minidle.go): after a failed top-up dial the
 	// address is not topped up before the clock reads topUpAfter.
 	topUpFailures int
@@ -369,6 +374,9 @@ func (b *bucket) acquire(fresh, pay bool) (c *Conn, w *waiter, gen uint32, err e
 		ic := &b.idle[n]
 		if p.lru == nil && b.freshLocked(ic, now) && (!b.blocking || b.servesBlockingLocked(ic)) {
 			c = b.reuseLocked(ic, now)
+			if p.shares > 0 && !c.probed && p.validator == nil {
+				b.adoptShareLocked(c, ic.pc)
+			}
 			*ic = idleConn{}
 			b.idle = b.idle[:n]
 			b.mu.Unlock()
@@ -406,6 +414,15 @@ func (b *bucket) acquire(fresh, pay bool) (c *Conn, w *waiter, gen uint32, err e
 		b.closeLaterLocked(discarded)
 		b.mu.Unlock()
 		return c, nil, 0, nil
+	}
+	if p.shares > 0 && !fresh {
+		// Shared mode: an idle value, which has no lease, was the least
+		// loaded; next comes a share of a value in use.
+		if c = b.shareLocked(now); c != nil {
+			b.closeLaterLocked(discarded)
+			b.mu.Unlock()
+			return c, nil, 0, nil
+		}
 	}
 	if fresh && len(b.idle) > 0 && !b.hasSlotLocked() {
 		// New at the limit skips idle conns, which would otherwise hold
@@ -736,7 +753,7 @@ func (b *bucket) drainLocked() []io.Closer {
 
 // statsLocked reports the bucket's counts.
 func (b *bucket) statsLocked() DestinationStats {
-	return DestinationStats{
+	d := DestinationStats{
 		Address:  b.address,
 		Total:    int64(b.total),
 		Idle:     int64(len(b.idle)),
@@ -744,6 +761,8 @@ func (b *bucket) statsLocked() DestinationStats {
 		Waiting:  int64(b.waitingLocked()),
 		Counters: b.countersLocked(),
 	}
+	b.sharedStatsLocked(&d)
+	return d
 }
 
 // checkLocked panics if the counts contradict each other, rather than let a

@@ -34,6 +34,7 @@ type Conn struct {
 	idle   int64     // nanoseconds the conn sat idle before this checkout
 	reused bool
 	probed bool // pc.probe.applies(), kept here so that Get need not read pc again
+	shared bool // a lease on a value that other leases may share (shared.go)
 	// io records whether a byte was written (sent) or read (received)
 	// through this handle, for Do's retry rules. Read and Write may run
 	// concurrently, hence an atomic; each sets its bit once. With the two
@@ -100,6 +101,9 @@ func (c *Conn) Close() error {
 	if pc == nil {
 		return ErrConnClosed
 	}
+	if c.shared {
+		return c.info.b.unshare(pc)
+	}
 	return c.info.b.put(pc, c.info)
 }
 
@@ -110,6 +114,9 @@ func (c *Conn) Release() error {
 	pc := c.end()
 	if pc == nil {
 		return ErrConnClosed
+	}
+	if c.shared {
+		return c.info.b.breakShare(pc, false)
 	}
 	return c.info.b.release(pc.v)
 }
@@ -186,6 +193,19 @@ func (c *Conn) SetWriteDeadline(t time.Time) error {
 		return ErrConnClosed
 	}
 	return netConn(pc).SetWriteDeadline(t)
+}
+
+// releaseNow is Release, but a value that other leases share is closed at
+// once rather than when its last lease ends.
+func (c *Conn) releaseNow() error {
+	pc := c.end()
+	if pc == nil {
+		return ErrConnClosed
+	}
+	if c.shared {
+		return c.info.b.breakShare(pc, true)
+	}
+	return c.info.b.release(pc.v)
 }
 
 // LocalAddr returns the local address of the connection. Addresses do not

@@ -37,6 +37,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"net"
 	"sync"
@@ -107,6 +108,8 @@ type Option func(*options)
 type options struct {
 	dialContext func(ctx context.Context, address string) (net.Conn, error)
 	dialValue   func(ctx context.Context, address string) (io.Closer, error) // clientpool's dial
+	shares      int                                                          // clientpool's WithShared
+	sharesSet   bool                                                         // WithShared was given
 	maxActive   int
 	maxIdle     int
 	maxLifetime time.Duration
@@ -218,6 +221,7 @@ type Pool struct {
 	capacity    int   // most idle conns kept per address; >= 0
 	timeout     int64 // idle timeout in nanoseconds; 0 means never
 	maxActive   int   // most conns per address; 0 means no cap
+	shares      int32 // most leases per value in shared mode (shared.go); 0 for exclusive mode
 	maxLifetime int64 // in nanoseconds; 0 means no limit
 	waitTimeout time.Duration
 	lru         *idleLRU  // nil without WithMaxIdle and WithMaxTotal
@@ -310,6 +314,7 @@ func New(dial Dial, capacity int, timeout time.Duration, opts ...Option) (*Pool,
 		{o.validateAge < 0, fmt.Sprintf("WithValidator minIdle %v is negative", o.validateAge)},
 		{o.minIdle < 0, fmt.Sprintf("WithMinIdle(%d) is negative", o.minIdle)},
 		{o.maxTotal < 0, fmt.Sprintf("WithMaxTotal(%d) is negative", o.maxTotal)},
+		{o.sharesSet && (o.shares < 1 || o.shares > math.MaxInt32), fmt.Sprintf("WithShared(%d) is not at least 1", o.shares)},
 		{o.checkRetryBudget() != "", o.checkRetryBudget()},
 	} {
 		if check.bad {
@@ -321,6 +326,7 @@ func New(dial Dial, capacity int, timeout time.Duration, opts ...Option) (*Pool,
 		capacity:    capacity,
 		timeout:     int64(timeout),
 		maxActive:   o.maxActive,
+		shares:      int32(o.shares),
 		maxLifetime: int64(o.maxLifetime),
 		waitTimeout: o.waitTimeout,
 		liveness:    !o.noLiveness,
@@ -435,7 +441,18 @@ func (p *Pool) mustBeNew() {
 }
 
 // checkout serves Get and New (fresh): a reused conn, a dial, or a wait.
+// In shared mode it also serves a share of a value, and adopts a value it
+// checked out exclusively as the first lease of a shared one.
 func (p *Pool) checkout(ctx context.Context, address string, fresh bool) (*Conn, error) {
+	c, err := p.checkoutOne(ctx, address, fresh)
+	if p.shares > 0 && err == nil && !c.shared {
+		c.info.b.adopt(c)
+	}
+	return c, err
+}
+
+// checkoutOne serves checkout, but for the adoption of shared mode.
+func (p *Pool) checkoutOne(ctx context.Context, address string, fresh bool) (*Conn, error) {
 	p.mustBeNew()
 	if p.closed.Load() {
 		return nil, ErrClosed

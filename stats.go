@@ -140,6 +140,16 @@ type DestinationStats struct {
 	// Waiting is the number of checkouts waiting at the WithMaxActive cap.
 	Waiting int64 `json:"waiting"`
 
+	// Shared is the number of values that leases share, in the shared mode
+	// of clientpool.WithShared: they count in InUse. Leases is the number
+	// of leases on them, and PeakLeases the most leases one value of the
+	// address held at once; it restarts when the counters do. The time
+	// checkouts waited for a share is in WaitCount and WaitDuration. All
+	// three are 0 outside shared mode.
+	Shared     int64 `json:"shared,omitempty"`
+	Leases     int64 `json:"leases,omitempty"`
+	PeakLeases int64 `json:"peak_leases,omitempty"`
+
 	// Counters are running totals for the address. They restart from zero
 	// when the cleaner forgets an address that has no conns left; the
 	// pool-wide totals in Stats keep counting.
@@ -152,11 +162,14 @@ type Stats struct {
 	// epoch.
 	Timestamp int64 `json:"timestamp"`
 
-	// Total, Idle, InUse and Waiting are the sums over all addresses.
+	// Total, Idle, InUse and Waiting are the sums over all addresses, and
+	// so are Shared and Leases, which only shared mode moves.
 	Total   int64 `json:"total"`
 	Idle    int64 `json:"idle"`
 	InUse   int64 `json:"in_use"`
 	Waiting int64 `json:"waiting"`
+	Shared  int64 `json:"shared,omitempty"`
+	Leases  int64 `json:"leases,omitempty"`
 
 	// Counters are the pool-wide running totals, including those of
 	// addresses the cleaner has since forgotten.
@@ -192,6 +205,8 @@ func (p *Pool) Stats() Stats {
 		s.Idle += d.Idle
 		s.InUse += d.InUse
 		s.Waiting += d.Waiting
+		s.Shared += d.Shared
+		s.Leases += d.Leases
 		s.Counters.add(d.Counters)
 	}
 	if p.total != nil {

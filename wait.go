@@ -135,6 +135,9 @@ func (b *bucket) abandonLocked(w *waiter) (toClose []io.Closer, victim *lruNode)
 		if d.idle {
 			b.reuses--
 		}
+		if d.c.shared {
+			return b.unshareLocked(d.c.end())
+		}
 		return b.putLocked(d.c.end(), d.c.info)
 	case d.grant:
 		b.cancelDialLocked()

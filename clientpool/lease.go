@@ -32,12 +32,23 @@ func (l *Lease[T]) Value() T {
 // its address, or else to the address's idle stack if the pool is open and
 // the stack has room. Otherwise, or if the value outlived the pool's max
 // lifetime, it closes the value and returns its close error. Return only
-// values that are fit for the next caller; Release the others.
+// values that are fit for the next caller; Release the others. In shared
+// mode ([WithShared]) Close ends this lease only: its share goes to the
+// oldest waiting checkout, and the value goes back to the idle stack when
+// its last lease ends.
 func (l *Lease[T]) Close() error { return l.conn().Close() }
 
 // Release closes the value and removes it from the pool's counts. Use it
-// for values found broken or left in an unknown state.
+// for values found broken or left in an unknown state. In shared mode
+// ([WithShared]) the value takes no new lease from then on, and is closed
+// when the last lease on it ends.
 func (l *Lease[T]) Release() error { return l.conn().Release() }
+
+// ReleaseNow is Release, but in shared mode ([WithShared]) it closes the
+// value at once, rather than once every lease on it has ended: leases
+// still running on it get the client's errors. In exclusive mode it is
+// Release.
+func (l *Lease[T]) ReleaseNow() error { return bridge.ReleaseNow(l.conn()) }
 
 // Address returns the address the value is bound to.
 func (l *Lease[T]) Address() string { return l.conn().Address() }

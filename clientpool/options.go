@@ -70,3 +70,35 @@ func WithValidator[T io.Closer](fn func(T) error, minIdle time.Duration) Option 
 	}
 	return Option{bridge.ValidatorOption(check, minIdle).(connpool.Option)}
 }
+
+// WithShared lets up to maxConcurrent leases hold a value at once, for
+// clients that multiplex calls, such as a *rpc.Client or a
+// *grpc.ClientConn (set maxConcurrent to the server's stream limit). The
+// value itself must then be safe for concurrent use.
+//
+//   - Get leases the least-loaded value of the address that has room.
+//     When every value is full, it takes an idle value or dials one if
+//     [WithMaxActive] allows, and otherwise waits in arrival order for a
+//     share, a value or a slot, bounded by [WithWaitTimeout] and its
+//     context. GetFresh always starts a new value.
+//   - A value whose last lease ends goes back to the idle stack, so the
+//     idle timeout, the cleaner, [WithMaxIdle] and [WithMinIdle] (which
+//     keeps idle values ready next to those in use) work as in exclusive
+//     mode.
+//   - A value leaves rotation, taking no new lease, when a lease on it is
+//     released (Release, ReleaseNow, or a connection error in Do), when
+//     its Closed channel is closed, when it reaches its [WithMaxLifetime]
+//     and when its address is drained. It is closed when its last lease
+//     ends, gracefully, as HTTP/2 handles GOAWAY; ReleaseNow closes it at
+//     once. Leases still running on it get the client's own errors, and Do
+//     retries those marked [Idempotent] on a share of another value.
+//   - The socket peek of the liveness check runs only on idle values: a
+//     socket in use may hold a reply for another lease. A value that is
+//     in use is judged by its Closed channel, if it has one.
+//   - Stats reports Shared, Leases and PeakLeases per address.
+//
+// maxConcurrent must be at least 1; [New] rejects other values.
+func WithShared(maxConcurrent int) Option {
+	return Option{bridge.SharedOption(maxConcurrent).(connpool.Option)}
+}
+

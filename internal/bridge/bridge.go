@@ -28,4 +28,12 @@ var (
 	// MarkSent records on a *connpool.Conn that its request may have been
 	// sent, for the retry rules of Do.
 	MarkSent func(c any)
+
+	// SharedOption returns the connpool.Option of clientpool.WithShared:
+	// up to n leases share a value.
+	SharedOption func(n int) any
+
+	// ReleaseNow ends a *connpool.Conn as Release does, but closes a value
+	// that other leases share at once.
+	ReleaseNow func(c any) error
 )
