@@ -101,4 +101,3 @@ func WithValidator[T io.Closer](fn func(T) error, minIdle time.Duration) Option 
 func WithShared(maxConcurrent int) Option {
 	return Option{bridge.SharedOption(maxConcurrent).(connpool.Option)}
 }
-
