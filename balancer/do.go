@@ -5,6 +5,7 @@ import (
 	"errors"
 
 	"github.com/seed73091bf1/connpool"
+	"github.com/seed73091bf1/connpool/internal/bridge"
 )
 
 // errNilFunc is returned by Do when its function is nil.
@@ -92,7 +93,9 @@ func (bp *Pool) retrySame(ctx context.Context, c *Conn, failed *[]string) (*Conn
 	if !c.handOver() { // fn ended the conn itself, and its pick with it
 		return bp.get(ctx, *failed)
 	}
-	nc, err := bp.checkout(ctx, addr, done, true)
+	// In shared mode the failed value is out of rotation already, and
+	// the retry takes a share of another one, or dials.
+	nc, err := bp.checkout(ctx, addr, done, !bridge.Shared(bp.p))
 	if err == nil {
 		return &Conn{Conn: nc.(*connpool.Conn), done: done, bp: bp}, nil
 	}

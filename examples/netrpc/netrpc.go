@@ -39,14 +39,22 @@
 // clientpool.Clean: the client goes back to the pool and the call is not
 // retried.
 //
-// # Exclusive leases
+// # Exclusive and shared leases
 //
 // An *rpc.Client is safe for concurrent use and pipelines calls over its
-// one connection, so many programs share a single client per server. The
-// pool instead leases each client to one caller at a time, as it does a
-// net.Conn, and dials another when all of a server's clients are leased:
-// that caps the connections, and the calls in flight, per server, and a
-// broken connection fails only the call of the caller that holds it.
+// one connection, so many programs share a single client per server. By
+// default the pool instead leases each client to one caller at a time, as
+// it does a net.Conn, and dials another when all of a server's clients are
+// leased: that caps the connections, and the calls in flight, per server,
+// and a broken connection fails only the call of the caller that holds it.
+//
+// With clientpool.WithShared(n) among the options of [NewCluster], up to n
+// calls share a client at once, on the least-loaded client of the server;
+// clientpool.WithMaxActive then caps the connections per server, and calls
+// beyond n per connection wait for a share in arrival order. A client
+// whose connection breaks (its [Client.Closed] channel closes) or whose
+// call failed takes no new call, and the calls it was carrying are
+// retried on the other clients, as idempotent calls of Do are.
 package netrpc
 
 import (
@@ -56,6 +64,7 @@ import (
 	"io"
 	"net"
 	"net/rpc"
+	"sync"
 	"time"
 
 	"github.com/seed73091bf1/connpool/clientpool"
@@ -73,6 +82,7 @@ const dialTimeout = 3 * time.Second
 type Client struct {
 	rpc  *rpc.Client
 	conn net.Conn
+	dead chan struct{} // closed once a read from conn failed
 }
 
 // Dial connects to the net/rpc server at address over TCP, within ctx and
@@ -84,8 +94,35 @@ func Dial(ctx context.Context, address string) (*Client, error) {
 	if err != nil {
 		return nil, err // a *net.OpError, which names the address
 	}
-	return &Client{rpc: rpc.NewClient(conn), conn: conn}, nil
+	c := &Client{conn: conn, dead: make(chan struct{})}
+	c.rpc = rpc.NewClient(&watchedConn{Conn: conn, dead: c.dead})
+	return c, nil
 }
+
+// watchedConn is the connection as the *rpc.Client sees it: the first read
+// that fails closes dead. The client's reader goroutine reads all the
+// time, so a connection that breaks or that the server closes closes dead
+// at once.
+type watchedConn struct {
+	net.Conn
+	once sync.Once
+	dead chan struct{}
+}
+
+func (w *watchedConn) Read(p []byte) (int, error) {
+	n, err := w.Conn.Read(p)
+	if err != nil {
+		w.once.Do(func() { close(w.dead) })
+	}
+	return n, err
+}
+
+// Closed returns a channel that is closed once the client's connection
+// broke or was closed: the client is dead. The pool takes a dead client
+// out of rotation by it, which matters in shared mode
+// (clientpool.WithShared), where a client in use takes new leases and its
+// socket cannot be peeked at.
+func (c *Client) Closed() <-chan struct{} { return c.dead }
 
 // NetConn returns the connection the client runs on. The pool finds it by
 // this method and checks the socket of an idle client before reusing it: a

@@ -36,4 +36,7 @@ var (
 	// ReleaseNow ends a *connpool.Conn as Release does, but closes a value
 	// that other leases share at once.
 	ReleaseNow func(c any) error
+
+	// Shared reports whether a *connpool.Pool is in shared mode.
+	Shared func(p any) bool
 )
