@@ -539,7 +539,7 @@ func (b *bucket) freeClosed(n int) {
 // conns, none in use, no dial or close in flight and nobody waiting.
 func (b *bucket) emptyLocked() bool {
 	return len(b.idle) == 0 && b.total == 0 && b.dialing == 0 && b.closing == 0 &&
-		b.waitingLocked() == 0
+		b.waitingLocked() == 0 && (b.cold == nil || len(b.cold.shared) == 0)
 }
 
 // dialFailedLocked ends a reserved dial that failed, freeing its slot and

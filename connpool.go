@@ -492,9 +492,11 @@ func (p *Pool) checkoutOne(ctx context.Context, address string, fresh bool) (*Co
 // verify runs the liveness check and the validator on a reused conn,
 // outside every lock. A conn that fails is taken out of service, its handle
 // ended, and verify reports false; the conn is closed in the background.
+// A share of a value in use is not checked: other leases use the value
+// (see shared.go).
 func (p *Pool) verify(c *Conn) bool {
 	pc := c.load()
-	if !c.reused || (!pc.probe.applies() && p.validator == nil) {
+	if !c.reused || c.shared || (!pc.probe.applies() && p.validator == nil) {
 		return true
 	}
 	var reason closeReason

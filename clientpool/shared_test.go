@@ -445,3 +445,29 @@ func TestSharedStress(t *testing.T) {
 	}
 	t.Logf("%d clients", len(all))
 }
+
+func TestSharedValidatorRunsOnlyOnIdleValues(t *testing.T) {
+	var d dialer
+	var validated atomic.Int32
+	p := newPool(t, &d, clientpool.WithShared(4),
+		clientpool.WithValidator(func(*client) error {
+			validated.Add(1)
+			return errors.New("rejected")
+		}, 0))
+	ls := leaseAll(t, p, "a", 3)
+	v := ls[0].Value()
+	assert.Same(t, v, ls[1].Value())
+	assert.Same(t, v, ls[2].Value())
+	assert.Zero(t, validated.Load(), "the validator ran on a value in use")
+	assert.False(t, v.closed.Load(), "a value in use was closed")
+	assert.Equal(t, 1, d.dials())
+	for _, l := range ls {
+		require.NoError(t, l.Close())
+	}
+	// Idle now: the next lease runs the validator, which rejects it.
+	l := leaseAll(t, p, "a", 1)[0]
+	assert.NotSame(t, v, l.Value())
+	assert.EqualValues(t, 1, validated.Load())
+	assert.Eventually(t, v.closed.Load, 10*time.Second, time.Millisecond, "the rejected value was not closed")
+	require.NoError(t, l.Close())
+}
