@@ -29,6 +29,6 @@ func init() {
 	}
 	bridge.MarkSent = func(c any) { c.(*Conn).mark(sentBit) }
 	bridge.SharedOption = func(n int) any { return Option(func(o *options) { o.shares, o.sharesSet = n, true }) }
-	bridge.ReleaseNow = func(c any) error { return c.(*Conn).releaseNow() }
+	bridge.ReleaseNow = func(c any) error { return c.(*Conn).release(true) }
 	bridge.Shared = func(p any) bool { return p.(*Pool).shares > 0 }
 }

@@ -110,16 +110,7 @@ func (c *Conn) Close() error {
 // Release closes the socket and removes it from the pool's counts. Use it
 // for connections found dead or left in an unknown state. A second Release or
 // Close returns [ErrConnClosed] and does nothing else.
-func (c *Conn) Release() error {
-	pc := c.end()
-	if pc == nil {
-		return ErrConnClosed
-	}
-	if c.shared {
-		return c.info.b.breakShare(pc, false)
-	}
-	return c.info.b.release(pc.v)
-}
+func (c *Conn) Release() error { return c.release(false) }
 
 // netConn returns the net.Conn of pc. A handle whose I/O methods are called
 // holds a net.Conn: only a [Pool] hands handles out, and its dial function
@@ -195,15 +186,16 @@ func (c *Conn) SetWriteDeadline(t time.Time) error {
 	return netConn(pc).SetWriteDeadline(t)
 }
 
-// releaseNow is Release, but a value that other leases share is closed at
-// once rather than when its last lease ends.
-func (c *Conn) releaseNow() error {
+// release serves Release, and clientpool's ReleaseNow with now set: a
+// value that other leases share is then closed at once rather than when
+// its last lease ends.
+func (c *Conn) release(now bool) error {
 	pc := c.end()
 	if pc == nil {
 		return ErrConnClosed
 	}
 	if c.shared {
-		return c.info.b.breakShare(pc, true)
+		return c.info.b.breakShare(pc, now)
 	}
 	return c.info.b.release(pc.v)
 }
