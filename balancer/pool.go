@@ -24,6 +24,8 @@ type Pool struct {
 	p        *connpool.Pool
 	b        Balancer
 	attempts int
+	// dialFailed is WithDialFailed's function, or nil.
+	dialFailed func(address string, err error)
 
 	mu    sync.Mutex                      // serialises Update
 	addrs atomic.Pointer[map[string]bool] // the addresses in the set, nil while unknown; replaced, never modified
@@ -36,6 +38,28 @@ type PoolOption func(*Pool)
 // values below 1 mean 1).
 func WithAttempts(n int) PoolOption {
 	return func(bp *Pool) { bp.attempts = max(n, 1) }
+}
+
+// WithDialFailed sets a function the Pool calls, on the goroutine of the
+// request, after a dial to address failed, before it tries another
+// address. Point it at a discovery watcher's ResolveNow so that a backend
+// that moved is looked up again at once, rather than at the next interval.
+// The watcher is made after the Pool it updates, so hold it in a variable
+// the function reads safely:
+//
+//	var watcher atomic.Pointer[discovery.Watcher]
+//	bp := balancer.NewPool(pool, rr, balancer.WithDialFailed(func(string, error) {
+//		if w := watcher.Load(); w != nil {
+//			w.ResolveNow()
+//		}
+//	}))
+//	w, err := discovery.NewDNS(ctx, "backends.internal", "11211", bp)
+//	...
+//	watcher.Store(w)
+//
+// It must not block.
+func WithDialFailed(fn func(address string, err error)) PoolOption {
+	return func(bp *Pool) { bp.dialFailed = fn }
 }
 
 // NewPool returns a Pool that picks with b and checks out conns from p.
@@ -137,6 +161,9 @@ func (bp *Pool) checkout(ctx context.Context, addr string, done func(error), fre
 	returned = true
 	if err != nil {
 		bp.retireIfGone(addr)
+		if bp.dialFailed != nil && backendFault(err) {
+			bp.dialFailed(addr, err)
+		}
 	}
 	return c, err
 }

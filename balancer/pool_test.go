@@ -467,3 +467,35 @@ func TestPeakEWMAPoolReachesEveryBackend(t *testing.T) {
 		assert.Positive(t, destination(p, srv.Addr()).Dials, "%s got a connection", srv.Addr())
 	}
 }
+
+func TestWithDialFailedIsCalledForEachFailedDial(t *testing.T) {
+	servers, eps := startBackends(t, 2)
+	p := newConnPool(t)
+	type failure struct {
+		addr string
+		err  error
+	}
+	var (
+		mu       sync.Mutex
+		failures []failure
+	)
+	bp := balancer.NewPool(p, balancer.NewRoundRobin(eps), balancer.WithDialFailed(func(addr string, err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		failures = append(failures, failure{addr, err})
+	}))
+	servers[0].Refuse()
+	for range 4 {
+		c, err := bp.Get(context.Background())
+		require.NoError(t, err, "the other backend serves")
+		require.NoError(t, c.Close())
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	require.NotEmpty(t, failures)
+	for _, f := range failures {
+		assert.Equal(t, servers[0].Addr(), f.addr)
+		var de *connpool.DialError
+		assert.ErrorAs(t, f.err, &de)
+	}
+}

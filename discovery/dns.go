@@ -1,0 +1,145 @@
+package discovery
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"slices"
+	"strconv"
+
+	"github.com/seed73091bf1/connpool/balancer"
+)
+
+// Resolver looks names up. *net.Resolver is one.
+type Resolver interface {
+	LookupHost(ctx context.Context, host string) (addrs []string, err error)
+	LookupSRV(ctx context.Context, service, proto, name string) (cname string, addrs []*net.SRV, err error)
+}
+
+// netResolver is net.DefaultResolver, read at each lookup.
+type netResolver struct{}
+
+func (netResolver) LookupHost(ctx context.Context, host string) ([]string, error) {
+	return net.DefaultResolver.LookupHost(ctx, host)
+}
+
+func (netResolver) LookupSRV(ctx context.Context, service, proto, name string) (string, []*net.SRV, error) {
+	return net.DefaultResolver.LookupSRV(ctx, service, proto, name)
+}
+
+// NewDNS returns a watcher of the A and AAAA records of host: each address
+// with port is an endpoint of weight 1. The first resolution runs within
+// ctx before NewDNS returns; its error is returned, wrapping
+// [ErrNoEndpoints] if the name has no address.
+func NewDNS(ctx context.Context, host, port string, u Updater, opts ...Option) (*Watcher, error) {
+	if host == "" || port == "" {
+		return nil, fmt.Errorf("%w: NewDNS needs a host and a port", errBadOption)
+	}
+	return newWatcher(ctx, u, func(ctx context.Context, r Resolver) ([]balancer.Endpoint, error) {
+		addrs, err := r.LookupHost(ctx, host)
+		if err != nil {
+			return nil, err
+		}
+		eps := make([]balancer.Endpoint, 0, len(addrs))
+		for _, a := range addrs {
+			eps = append(eps, balancer.Endpoint{Address: net.JoinHostPort(a, port)})
+		}
+		return dedupe(eps), nil
+	}, opts)
+}
+
+// NewSRV returns a watcher of the SRV records of _service._proto.name (as
+// net.LookupSRV builds it; empty service and proto look name up as is),
+// following RFC 2782:
+//   - only the group of the lowest priority that has a target with an
+//     address is used; the others are backups for when it has none;
+//   - each target's addresses, with the record's port, are endpoints with
+//     the record's weight; a weight of 0 counts as 1, the smallest share;
+//   - weights are scaled down, keeping their ratios as far as integers do,
+//     so that the largest is at most 100, which keeps weighted policies
+//     cheap.
+//
+// The first resolution runs within ctx before NewSRV returns.
+func NewSRV(ctx context.Context, service, proto, name string, u Updater, opts ...Option) (*Watcher, error) {
+	if name == "" {
+		return nil, fmt.Errorf("%w: NewSRV needs a name", errBadOption)
+	}
+	return newWatcher(ctx, u, func(ctx context.Context, r Resolver) ([]balancer.Endpoint, error) {
+		_, records, err := r.LookupSRV(ctx, service, proto, name)
+		if err != nil {
+			return nil, err
+		}
+		return srvEndpoints(ctx, r, records)
+	}, opts)
+}
+
+// maxWeight is the largest weight NewSRV passes on.
+const maxWeight = 100
+
+// srvEndpoints turns SRV records into endpoints as NewSRV describes. A
+// target whose lookup fails is skipped; if every target of every group
+// fails, the last error is returned.
+func srvEndpoints(ctx context.Context, r Resolver, records []*net.SRV) ([]balancer.Endpoint, error) {
+	byPriority := slices.Clone(records)
+	slices.SortStableFunc(byPriority, func(a, b *net.SRV) int { return int(a.Priority) - int(b.Priority) })
+	var lastErr error
+	for start := 0; start < len(byPriority); {
+		end := start
+		for end < len(byPriority) && byPriority[end].Priority == byPriority[start].Priority {
+			end++
+		}
+		var eps []balancer.Endpoint
+		for _, rec := range byPriority[start:end] {
+			addrs, err := r.LookupHost(ctx, rec.Target)
+			if err != nil {
+				lastErr = err
+				continue
+			}
+			port := strconv.Itoa(int(rec.Port))
+			for _, a := range addrs {
+				eps = append(eps, balancer.Endpoint{Address: net.JoinHostPort(a, port), Weight: max(int(rec.Weight), 1)})
+			}
+		}
+		if len(eps) > 0 {
+			return scaleWeights(dedupe(eps)), nil
+		}
+		start = end
+	}
+	if lastErr != nil {
+		return nil, lastErr
+	}
+	return nil, nil // no records: ErrNoEndpoints
+}
+
+// dedupe merges endpoints with the same address, adding their weights.
+func dedupe(eps []balancer.Endpoint) []balancer.Endpoint {
+	out := eps[:0]
+	seen := make(map[string]int, len(eps))
+	for _, e := range eps {
+		if i, ok := seen[e.Address]; ok {
+			if out[i].Weight > 0 || e.Weight > 0 {
+				out[i].Weight = max(out[i].Weight, 1) + max(e.Weight, 1)
+			}
+			continue
+		}
+		seen[e.Address] = len(out)
+		out = append(out, e)
+	}
+	return out
+}
+
+// scaleWeights scales the weights down so that the largest is at most
+// maxWeight, none below 1.
+func scaleWeights(eps []balancer.Endpoint) []balancer.Endpoint {
+	top := 0
+	for _, e := range eps {
+		top = max(top, e.Weight)
+	}
+	if top <= maxWeight {
+		return eps
+	}
+	for i := range eps {
+		eps[i].Weight = max(1, (eps[i].Weight*maxWeight+top/2)/top)
+	}
+	return eps
+}
