@@ -44,6 +44,9 @@ func StartDnsmasq(tb testing.TB, srv ...string) *Dnsmasq {
 	tb.Helper()
 	bin, err := exec.LookPath("dnsmasq")
 	if err != nil {
+		bin, err = exec.LookPath("/usr/sbin/dnsmasq") // not on a user's PATH
+	}
+	if err != nil {
 		tb.Fatalf("testnet: dnsmasq is not installed; install it (Debian: apt-get install dnsmasq-base) to run this test: %v", err)
 	}
 	d := &Dnsmasq{tb: tb, bin: bin, dir: tb.TempDir()}
@@ -176,4 +179,3 @@ func (d *Dnsmasq) start() error {
 	d.mu.Unlock()
 	return nil
 }
-
