@@ -96,6 +96,7 @@ func (d *Dnsmasq) Reload() {
 	d.mu.Unlock()
 	if p == nil {
 		d.tb.Fatal("testnet: dnsmasq is not running")
+		return
 	}
 	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		d.tb.Fatalf("testnet: signalling dnsmasq: %v", err)
