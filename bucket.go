@@ -199,6 +199,7 @@ type bucketCold struct {
 	// (shared.go), and peakLeases is the most leases one of them held.
 	shared     []sharedValue
 	peakLeases int32
+	shareFreed chan struct{} // see shareFreedLocked
 
 	// WithMinIdle's backoff (minidle.go): after a failed top-up dial the
 	// address is not topped up before the clock reads topUpAfter.

@@ -481,7 +481,10 @@ func (p *Pool) checkoutOne(ctx context.Context, address string, fresh bool) (*Co
 			}
 			return c, err
 		default:
-			if err := p.reserveTotal(ctx, b, time.Time{}); err != nil {
+			if err := p.reserveTotal(ctx, b, time.Time{}); err == errStartOver {
+				pay = false
+				continue
+			} else if err != nil {
 				return nil, err
 			}
 			return p.dialFor(ctx, b, gen)

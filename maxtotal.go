@@ -101,8 +101,20 @@ func (p *Pool) releaseTotal(n int) {
 //
 // waitedSince is when the checkout started waiting at b's WithMaxActive
 // limit, or zero if it did not: a checkout waits at most WithWaitTimeout
-// in all, and counts once in WaitCount.
+// in all, and counts once in WaitCount. In shared mode a share that frees
+// at b's address ends the wait with errStartOver: the checkout gives its
+// reservation back and starts over, to take the share.
 func (p *Pool) waitTotal(ctx context.Context, b *bucket, waitedSince time.Time) error {
+	var freed <-chan struct{} // closes when a share frees at b's address
+	if p.shares > 0 {
+		b.mu.Lock()
+		share := b.hasShareLocked(b.now)
+		freed = b.shareFreedLocked()
+		b.mu.Unlock()
+		if share { // freed since the checkout looked
+			return errStartOver
+		}
+	}
 	t := p.total
 	t.mu.Lock()
 	if t.open < t.max && t.queue.len() == 0 {
@@ -116,12 +128,12 @@ func (p *Pool) waitTotal(ctx context.Context, b *bucket, waitedSince time.Time) 
 	t.mu.Unlock()
 
 	start := time.Now()
+	b.mu.Lock()
 	if waitedSince.IsZero() {
-		b.mu.Lock()
 		b.coldLocked().counters.WaitCount++
-		b.mu.Unlock()
 		waitedSince = start
 	}
+	b.mu.Unlock()
 	// Make room: the least recently returned idle conn, or the next one
 	// returned, is closed, and its slot goes to the oldest waiter.
 	if victim := p.lru.evictForWaiter(); victim != nil {
@@ -143,6 +155,8 @@ func (p *Pool) waitTotal(ctx context.Context, b *bucket, waitedSince time.Time) 
 		err = errAtMaxTotal
 	case <-p.closing.Done():
 		err = ErrClosed
+	case <-freed:
+		err = errStartOver // a share of b's address freed: take it
 	}
 	if err != nil {
 		t.mu.Lock()

@@ -59,6 +59,21 @@ func (b *bucket) shareLocked(now int64) *Conn {
 	return b.lendLocked(&b.cold.shared[best])
 }
 
+// hasShareLocked reports whether a value of the address in rotation has
+// room for another lease.
+func (b *bucket) hasShareLocked(now int64) bool {
+	if b.cold == nil {
+		return false
+	}
+	for i := range b.cold.shared {
+		sv := &b.cold.shared[i]
+		if !sv.out && sv.load < b.pool.shares && b.inRotationLocked(sv, now) {
+			return true
+		}
+	}
+	return false
+}
+
 // inRotationLocked reports whether sv may take another lease at the clock
 // reading now, and takes it out of rotation if not: its Closed channel is
 // closed, its lifetime ended or its address was drained since it was
@@ -70,7 +85,7 @@ func (b *bucket) inRotationLocked(sv *sharedValue, now int64) bool {
 	switch {
 	case pc.probe.closed(pc.v):
 		sv.reason = closedDeadAtCheckout
-	case p.maxLifetime > 0 && now >= pc.deadline,
+	case p.maxLifetime > 0 && now >= pc.deadline-p.margin && b.exactLocked() >= pc.deadline,
 		b.drained && pc.gen != b.genLocked():
 		// putLocked closes it and counts why.
 	default:
@@ -78,6 +93,14 @@ func (b *bucket) inRotationLocked(sv *sharedValue, now int64) bool {
 	}
 	sv.out = true
 	return false
+}
+
+// exactLocked reads the clock, for a lifetime the coarse reading cannot
+// judge, and advances b.now to it. Reading the clock is no I/O.
+func (b *bucket) exactLocked() int64 {
+	now := b.pool.readClock()
+	b.now = max(b.now, now)
+	return now
 }
 
 // lendLocked returns a new lease on sv.
@@ -92,15 +115,35 @@ func (b *bucket) lendLocked(sv *sharedValue) *Conn {
 }
 
 // serveLocked hands free shares of sv to the oldest checkouts waiting at
-// the address, while it is in rotation and has room.
+// the address, while it is in rotation and has room. If a share is still
+// free then, it wakes the checkouts of the address waiting at the
+// WithMaxTotal cap, which start over to take it.
 func (b *bucket) serveLocked(sv *sharedValue) {
 	for sv.load < b.pool.shares && b.waitingLocked() > 0 && b.inRotationLocked(sv, b.now) {
 		w := b.cold.waiters.firstForConn()
 		if w == nil {
-			return
+			break
 		}
 		b.wakeLocked(w, delivery{c: b.lendLocked(sv)})
 	}
+	if ch := b.cold.shareFreed; ch != nil && sv.load < b.pool.shares && !sv.out {
+		close(ch)
+		b.cold.shareFreed = nil
+	}
+}
+
+// shareFreedLocked returns a channel that is closed when a share frees at
+// the address, for a checkout waiting at the WithMaxTotal cap; nil outside
+// shared mode.
+func (b *bucket) shareFreedLocked() <-chan struct{} {
+	if b.pool.shares == 0 {
+		return nil
+	}
+	cold := b.coldLocked()
+	if cold.shareFreed == nil {
+		cold.shareFreed = make(chan struct{})
+	}
+	return cold.shareFreed
 }
 
 // adopt makes c, an exclusive checkout of a value in a shared pool, its
@@ -163,18 +206,12 @@ func (b *bucket) unshare(pc *pconn) error {
 func (b *bucket) unshareLocked(pc *pconn) (toClose []io.Closer, victim *lruNode) {
 	i := b.sharedLocked(pc)
 	sv := &b.cold.shared[i]
-	if !sv.out && b.waitingLocked() > 0 {
-		sv.load--
+	sv.load--
+	if !sv.out {
 		b.serveLocked(sv)
-		if sv.load > 0 {
-			return nil, nil
-		}
-		// Out of rotation now, with no waiter served.
-	} else {
-		sv.load--
-		if sv.load > 0 {
-			return nil, nil
-		}
+	}
+	if sv.load > 0 {
+		return nil, nil
 	}
 	done := *sv
 	b.removeSharedLocked(i)

@@ -471,3 +471,29 @@ func TestSharedValidatorRunsOnlyOnIdleValues(t *testing.T) {
 	assert.Eventually(t, v.closed.Load, 10*time.Second, time.Millisecond, "the rejected value was not closed")
 	require.NoError(t, l.Close())
 }
+
+// A checkout waiting at the WithMaxTotal cap takes a share that frees at
+// its address rather than waiting for a slot.
+func TestSharedMaxTotalWaiterTakesAFreedShare(t *testing.T) {
+	var d dialer
+	p := newPool(t, &d, clientpool.WithShared(2), clientpool.WithMaxTotal(1),
+		clientpool.WithWaitTimeout(10*time.Second))
+	ls := leaseAll(t, p, "a", 2) // both on the one value the cap allows
+	require.Same(t, ls[0].Value(), ls[1].Value())
+	v := ls[0].Value()
+
+	got := make(chan *clientpool.Lease[*client], 1)
+	go func() {
+		l, err := p.Get(context.Background(), "a")
+		assert.NoError(t, err)
+		got <- l
+	}()
+	require.Eventually(t, func() bool { return p.Stats().Waiting > 0 }, 10*time.Second, time.Millisecond)
+	require.NoError(t, ls[0].Close()) // a share frees on the value in rotation
+	l := <-got
+	require.NotNil(t, l)
+	assert.Same(t, v, l.Value())
+	assert.EqualValues(t, 1, d.dials())
+	require.NoError(t, l.Close())
+	require.NoError(t, ls[1].Close())
+}
