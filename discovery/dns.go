@@ -54,10 +54,11 @@ func NewDNS(ctx context.Context, host, port string, u Updater, opts ...Option) (
 //   - only the group of the lowest priority that has a target with an
 //     address is used; the others are backups for when it has none;
 //   - each target's addresses, with the record's port, are endpoints with
-//     the record's weight; a weight of 0 counts as 1, the smallest share;
-//   - weights are scaled down, keeping their ratios as far as integers do,
-//     so that the largest is at most 100, which keeps weighted policies
-//     cheap.
+//     the record's weight;
+//   - weights are scaled, keeping their ratios as far as integers do, so
+//     that the largest is at most 100, which keeps weighted policies cheap;
+//   - a target of weight 0 gets the smallest share, 1, against 100 for the
+//     heaviest of the group; if every weight is 0, the shares are even.
 //
 // The first resolution runs within ctx before NewSRV returns.
 func NewSRV(ctx context.Context, service, proto, name string, u Updater, opts ...Option) (*Watcher, error) {
@@ -97,7 +98,7 @@ func srvEndpoints(ctx context.Context, r Resolver, records []*net.SRV) ([]balanc
 			}
 			port := strconv.Itoa(int(rec.Port))
 			for _, a := range addrs {
-				eps = append(eps, balancer.Endpoint{Address: net.JoinHostPort(a, port), Weight: max(int(rec.Weight), 1)})
+				eps = append(eps, balancer.Endpoint{Address: net.JoinHostPort(a, port), Weight: int(rec.Weight)})
 			}
 		}
 		if len(eps) > 0 {
@@ -117,9 +118,7 @@ func dedupe(eps []balancer.Endpoint) []balancer.Endpoint {
 	seen := make(map[string]int, len(eps))
 	for _, e := range eps {
 		if i, ok := seen[e.Address]; ok {
-			if out[i].Weight > 0 || e.Weight > 0 {
-				out[i].Weight = max(out[i].Weight, 1) + max(e.Weight, 1)
-			}
+			out[i].Weight += e.Weight
 			continue
 		}
 		seen[e.Address] = len(out)
@@ -128,14 +127,23 @@ func dedupe(eps []balancer.Endpoint) []balancer.Endpoint {
 	return out
 }
 
-// scaleWeights scales the weights down so that the largest is at most
-// maxWeight, none below 1.
+// scaleWeights turns the SRV weights of one group into balancer weights:
+//   - all 0: every endpoint weighs 1, an even share;
+//   - some 0 (RFC 2782: they "should have a very small chance of being
+//     selected"): the others are scaled so that the largest is maxWeight,
+//     and those of weight 0 weigh 1;
+//   - none 0: scaled down only if the largest is above maxWeight, none
+//     below 1.
 func scaleWeights(eps []balancer.Endpoint) []balancer.Endpoint {
-	top := 0
+	top, zero := 0, false
 	for _, e := range eps {
 		top = max(top, e.Weight)
+		zero = zero || e.Weight == 0
 	}
-	if top <= maxWeight {
+	if top == 0 || (!zero && top <= maxWeight) {
+		for i := range eps {
+			eps[i].Weight = max(eps[i].Weight, 1)
+		}
 		return eps
 	}
 	for i := range eps {
