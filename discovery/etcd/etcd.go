@@ -219,48 +219,98 @@ func (w *Watcher) watch(ctx context.Context, rev int64) {
 }
 
 // Registration keeps one backend's key under a lease that is kept alive
-// until Close.
+// until Close. If the lease is lost (etcd was out of reach for longer than
+// its TTL, or restarted without it), the key is put again under a new
+// lease as soon as etcd answers.
 type Registration struct {
 	cli    *clientv3.Client
-	lease  clientv3.LeaseID
+	key    string
+	value  string
+	secs   int64
 	cancel context.CancelFunc
 	done   chan struct{}
 	closed atomic.Bool
+	lease  atomic.Int64 // the current clientv3.LeaseID; 0 while there is none
+	lost   atomic.Int64 // leases lost and replaced
 }
 
 // Register puts prefix + address → {"weight": weight} under a lease of
-// ttl, and keeps the lease alive until Close. If this process dies, the
-// key goes away within ttl.
+// ttl, and keeps it there until Close: if this process dies, the key goes
+// away within ttl. The first put runs within ctx; its error is returned.
 func Register(ctx context.Context, cli *clientv3.Client, prefix, address string, weight int, ttl time.Duration) (*Registration, error) {
 	secs := int64(ttl / time.Second)
 	if cli == nil || address == "" || weight < 0 || secs < 1 {
 		return nil, errors.New("etcd: Register needs a client, an address, a weight ≥ 0 and a ttl of a second or more")
 	}
-	lease, err := cli.Grant(ctx, secs)
+	value, _ := json.Marshal(Value{Weight: weight})
+	r := &Registration{cli: cli, key: prefix + address, value: string(value), secs: secs, done: make(chan struct{})}
+	runCtx, cancel := context.WithCancel(context.Background())
+	ka, err := r.register(ctx, runCtx)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	r.cancel = cancel
+	go r.keep(runCtx, ka)
+	return r, nil
+}
+
+// register grants a lease and puts the key under it within ctx, and starts
+// its keep-alive, which runs until runCtx ends or the lease is lost.
+func (r *Registration) register(ctx, runCtx context.Context) (<-chan *clientv3.LeaseKeepAliveResponse, error) {
+	lease, err := r.cli.Grant(ctx, r.secs)
 	if err != nil {
 		return nil, fmt.Errorf("etcd: granting a lease: %w", err)
 	}
-	value, _ := json.Marshal(Value{Weight: weight})
-	if _, err := cli.Put(ctx, prefix+address, string(value), clientv3.WithLease(lease.ID)); err != nil {
-		revokeCtx, cancel := context.WithTimeout(context.Background(), time.Second)
+	revoke := func() {
+		rctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
-		_, _ = cli.Revoke(revokeCtx, lease.ID) // the put's error says more
-		return nil, fmt.Errorf("etcd: registering %s: %w", address, err)
+		_, _ = r.cli.Revoke(rctx, lease.ID) // the error that led here says more
 	}
-	kaCtx, cancel := context.WithCancel(context.Background())
-	ka, err := cli.KeepAlive(kaCtx, lease.ID)
+	if _, err := r.cli.Put(ctx, r.key, r.value, clientv3.WithLease(lease.ID)); err != nil {
+		revoke()
+		return nil, fmt.Errorf("etcd: registering %s: %w", r.key, err)
+	}
+	ka, err := r.cli.KeepAlive(runCtx, lease.ID)
 	if err != nil {
-		cancel()
+		revoke()
 		return nil, fmt.Errorf("etcd: keeping the lease alive: %w", err)
 	}
-	r := &Registration{cli: cli, lease: lease.ID, cancel: cancel, done: make(chan struct{})}
-	go func() {
-		defer close(r.done)
-		for range ka { // drain the keep-alive responses until cancelled
-		}
-	}()
-	return r, nil
+	r.lease.Store(int64(lease.ID))
+	return ka, nil
 }
+
+// keep drains the keep-alive responses, and registers again, with backoff
+// while etcd is away, each time the lease is lost, until ctx ends.
+func (r *Registration) keep(ctx context.Context, ka <-chan *clientv3.LeaseKeepAliveResponse) {
+	defer close(r.done)
+	for {
+		for range ka { // ends when the lease is lost or ctx ends
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		r.lost.Add(1)
+		r.lease.Store(0)
+		backoff := 100 * time.Millisecond
+		for {
+			var err error
+			if ka, err = r.register(ctx, ctx); err == nil {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, 5*time.Second)
+		}
+	}
+}
+
+// LostLeases returns how many times the lease was lost and the key put
+// again under a new one.
+func (r *Registration) LostLeases() int64 { return r.lost.Load() }
 
 // Close stops the keep-alive and revokes the lease, which deletes the key,
 // within ctx. A second Close returns ErrClosed.
@@ -270,6 +320,9 @@ func (r *Registration) Close(ctx context.Context) error {
 	}
 	r.cancel()
 	<-r.done
-	_, err := r.cli.Revoke(ctx, r.lease)
-	return err
+	if id := clientv3.LeaseID(r.lease.Load()); id != 0 {
+		_, err := r.cli.Revoke(ctx, id)
+		return err
+	}
+	return nil
 }
