@@ -348,8 +348,10 @@ func (b *bucket) hasSlotLocked() bool {
 //     generation gen; the caller dials with dialFor.
 //
 // pay is set on the checkout's first round at b: the checkout pays its share
-// into the retry budget once, not again for each conn it discards.
-func (b *bucket) acquire(fresh, pay bool) (c *Conn, w *waiter, gen uint32, err error) {
+// into the retry budget once, not again for each conn it discards. waited
+// is set once the checkout has waited: a later round's wait counts no
+// second time in WaitCount.
+func (b *bucket) acquire(fresh, pay, waited bool) (c *Conn, w *waiter, gen uint32, err error) {
 	p := b.pool
 	b.mu.Lock()
 	// Read under the lock: a checkout may wait for it, and each round of
@@ -450,7 +452,9 @@ func (b *bucket) acquire(fresh, pay bool) (c *Conn, w *waiter, gen uint32, err e
 	cold := b.coldLocked()
 	cold.waiters.pushBack(w)
 	b.waiting++
-	cold.counters.WaitCount++
+	if !waited {
+		cold.counters.WaitCount++
+	}
 	b.watchBlockedLocked()
 	b.mu.Unlock()
 	return nil, w, 0, nil

@@ -458,8 +458,12 @@ func (p *Pool) checkoutOne(ctx context.Context, address string, fresh bool) (*Co
 		return nil, ErrClosed
 	}
 	b := p.buckets.lookup(address)
+	// waitedSince is when the checkout first waited, at WithMaxActive or
+	// WithMaxTotal: a checkout that starts over waits for what is left of
+	// WithWaitTimeout, and counts once in WaitCount.
+	var waitedSince time.Time
 	for pay := true; ; {
-		c, w, gen, err := b.acquire(fresh, pay)
+		c, w, gen, err := b.acquire(fresh, pay, !waitedSince.IsZero())
 		switch {
 		case err == errBucketDropped:
 			// A dropped bucket's budget is gone with it: pay into the
@@ -474,14 +478,20 @@ func (p *Pool) checkoutOne(ctx context.Context, address string, fresh bool) (*Co
 			}
 			return c, nil
 		case w != nil:
-			c, err := p.wait(ctx, b, w)
+			if waitedSince.IsZero() {
+				waitedSince = time.Now()
+			}
+			c, err := p.wait(ctx, b, w, waitedSince)
 			if err == errStartOver {
 				pay = false
 				continue
 			}
 			return c, err
 		default:
-			if err := p.reserveTotal(ctx, b, time.Time{}); err == errStartOver {
+			if err := p.reserveTotal(ctx, b, waitedSince); err == errStartOver {
+				if waitedSince.IsZero() {
+					waitedSince = time.Now() // it waited at the cap, and counted
+				}
 				pay = false
 				continue
 			} else if err != nil {
@@ -531,11 +541,12 @@ func (p *Pool) validate(c *Conn, pc *pconn) bool {
 
 // wait parks a checkout at an address at its active cap until it is handed
 // a conn or a slot, the pool closes, ctx ends or the wait timeout runs out.
-func (p *Pool) wait(ctx context.Context, b *bucket, w *waiter) (*Conn, error) {
+// since is when the checkout first waited: the timeout counts from then.
+func (p *Pool) wait(ctx context.Context, b *bucket, w *waiter, since time.Time) (*Conn, error) {
 	start := time.Now()
 	var expired <-chan time.Time
 	if p.waitTimeout > 0 {
-		t := time.NewTimer(p.waitTimeout)
+		t := time.NewTimer(p.waitTimeout - start.Sub(since))
 		defer t.Stop()
 		expired = t.C
 	}
@@ -557,7 +568,7 @@ func (p *Pool) wait(ctx context.Context, b *bucket, w *waiter) (*Conn, error) {
 		}
 		return d.c, nil
 	case d.grant:
-		if err := p.reserveTotal(ctx, b, start); err != nil {
+		if err := p.reserveTotal(ctx, b, since); err != nil {
 			return nil, err
 		}
 		return p.dialFor(ctx, b, d.gen)

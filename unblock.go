@@ -78,6 +78,11 @@ func (b *bucket) watchBlocked() {
 	defer poll.Stop()
 	for {
 		b.mu.Lock()
+		if b.pool.needClock {
+			// No checkout moved b.now while the values were blocked:
+			// judge their limits on an exact reading.
+			b.now = max(b.now, b.pool.readClock())
+		}
 		toClose := b.serveUnblockedLocked(nil)
 		pc := b.watchedLocked()
 		if pc == nil {

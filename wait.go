@@ -118,6 +118,21 @@ func (b *bucket) handOffLocked(pc *pconn) bool {
 	return true
 }
 
+// handOffIdleLocked gives pc, a value taken off the idle stack after
+// sitting idle for idle nanoseconds, to the oldest waiter that takes conns,
+// which checks it before use. It reports false if there is no such waiter.
+func (b *bucket) handOffIdleLocked(pc *pconn, idle int64) bool {
+	w := b.cold.waiters.firstForConn()
+	if w == nil {
+		return false
+	}
+	c := b.newConnLocked(pc, pc.info)
+	c.reused, c.idle = true, idle
+	b.reuses++
+	b.wakeLocked(w, delivery{c: c, idle: true})
+	return true
+}
+
 // abandonLocked is called by a waiter that gives up. If it was still
 // queued it just leaves; if a delivery raced with giving up, the conn or
 // slot it carries is passed on as if the waiter had never existed. Conns to
@@ -133,7 +148,14 @@ func (b *bucket) abandonLocked(w *waiter) (toClose []io.Closer, victim *lruNode)
 	case d.c != nil:
 		// The handle was never handed out; only the socket moves on.
 		if d.idle {
+			// An idle value goes to the next waiter as one, to be
+			// checked, or back on the idle stack.
 			b.reuses--
+			pc := d.c.end()
+			if b.handOffIdleLocked(pc, d.c.idle) {
+				return nil, nil
+			}
+			return b.putLocked(pc, d.c.info)
 		}
 		if d.c.shared {
 			return b.unshareLocked(d.c.end())
