@@ -3,6 +3,7 @@ package clientpool
 import (
 	"context"
 	"io"
+	"time"
 
 	"github.com/seed73091bf1/connpool/balancer"
 	"github.com/seed73091bf1/connpool/internal/bridge"
@@ -89,3 +90,7 @@ func (l *BalancedLease[T]) Address() string { return l.conn().Address() }
 
 // Reused reports whether the value was taken from the idle stack.
 func (l *BalancedLease[T]) Reused() bool { return l.conn().Reused() }
+
+// IdleTime returns how long a reused value sat idle before this lease, as
+// [Lease.IdleTime] does.
+func (l *BalancedLease[T]) IdleTime() time.Duration { return l.conn().IdleTime() }

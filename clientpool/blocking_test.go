@@ -157,6 +157,7 @@ func TestBalancedLeaseHasNoNetConnMethods(t *testing.T) {
 	assert.False(t, isReader, "a balanced lease has a Read method")
 	_, hasDeadline := any(l).(interface{ SetDeadline(time.Time) error })
 	assert.False(t, hasDeadline, "a balanced lease has a SetDeadline method")
+	assert.Zero(t, l.IdleTime(), "a new value sat idle")
 }
 
 // TestDeadBlockedValueFreesItsSlot: at WithMaxActive(1), the only idle
