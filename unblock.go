@@ -132,7 +132,7 @@ func (b *bucket) serveUnblockedLocked(out []io.Closer) []io.Closer {
 			continue
 		}
 		w := b.cold.waiters.firstForConn()
-		b.wakeLocked(w, delivery{c: b.reuseLocked(&ic, now), idle: true})
+		b.wakeLocked(w, delivery{c: b.reuseLocked(&ic, now), idle: true, since: ic.since})
 	}
 	return out
 }

@@ -3,6 +3,8 @@ package connpool
 import (
 	"errors"
 	"io"
+	"slices"
+	"sort"
 	"time"
 )
 
@@ -26,6 +28,7 @@ type waiter struct {
 type delivery struct {
 	c     *Conn  // a returned conn, handed over with a fresh handle
 	idle  bool   // with c: the conn was idle; counted as a reuse, and checked before use
+	since int64  // with idle: the conn's idle stamp
 	grant bool   // a slot, already counted in bucket.dialing: the waiter dials
 	gen   uint32 // with grant: the generation the slot was reserved in
 	err   error  // the pool was closed
@@ -118,19 +121,54 @@ func (b *bucket) handOffLocked(pc *pconn) bool {
 	return true
 }
 
-// handOffIdleLocked gives pc, a value taken off the idle stack after
-// sitting idle for idle nanoseconds, to the oldest waiter that takes conns,
-// which checks it before use. It reports false if there is no such waiter.
-func (b *bucket) handOffIdleLocked(pc *pconn, idle int64) bool {
+// handOffIdleLocked gives pc, a value taken off the idle stack with the
+// stamp since after sitting idle for idle nanoseconds, to the oldest
+// waiter that takes conns, which checks it before use. It reports false if
+// there is no such waiter.
+func (b *bucket) handOffIdleLocked(pc *pconn, idle, since int64) bool {
 	w := b.cold.waiters.firstForConn()
 	if w == nil {
 		return false
 	}
 	c := b.newConnLocked(pc, pc.info)
 	c.reused, c.idle = true, idle
-	b.reuses++
-	b.wakeLocked(w, delivery{c: c, idle: true})
+	b.wakeLocked(w, delivery{c: c, idle: true, since: since})
 	return true
+}
+
+// restoreIdleLocked puts pc, taken off the idle stack with the stamp since
+// and handed to no one, back on the stack at its place by that stamp, so
+// that its idle time goes on counting; or takes it out of service, and
+// returns it for the caller to close, if it may no longer be kept. Like
+// putLocked, it returns an LRU victim in another bucket for the caller to
+// evict after releasing b.mu.
+func (b *bucket) restoreIdleLocked(pc *pconn, info *connInfo, since int64) (toClose []io.Closer, victim *lruNode) {
+	p := b.pool
+	ic := idleConn{pc: pc, info: info, since: since}
+	switch {
+	case p.closed.Load():
+		return b.discardLocked(nil, pc.v, notCounted), nil
+	case b.drained && pc.gen != b.genLocked():
+		return b.discardLocked(nil, pc.v, closedDrained), nil
+	case len(b.idle) >= p.capacity:
+		return b.discardLocked(nil, pc.v, closedBucketFull), nil
+	}
+	if reason := b.unusableLocked(&ic, b.now); reason != notCounted {
+		return b.discardLocked(nil, pc.v, reason), nil
+	}
+	if p.lru != nil {
+		// The LRU keeps no order by age: it counts the value as
+		// returned now.
+		info.node = &lruNode{b: b}
+		victim = p.lru.add(info.node)
+	}
+	// Keep the stamps non-decreasing up the stack.
+	i := sort.Search(len(b.idle), func(i int) bool { return b.idle[i].since > since })
+	b.idle = slices.Insert(b.idle, i, ic)
+	if victim != nil && victim.b == b {
+		return b.evictLocked(nil, victim), nil
+	}
+	return nil, victim
 }
 
 // abandonLocked is called by a waiter that gives up. If it was still
@@ -149,13 +187,14 @@ func (b *bucket) abandonLocked(w *waiter) (toClose []io.Closer, victim *lruNode)
 		// The handle was never handed out; only the socket moves on.
 		if d.idle {
 			// An idle value goes to the next waiter as one, to be
-			// checked, or back on the idle stack.
-			b.reuses--
+			// checked, or back on the idle stack with its stamp. Its
+			// reuse stays counted: the count of takes only grows
+			// (takesLocked).
 			pc := d.c.end()
-			if b.handOffIdleLocked(pc, d.c.idle) {
+			if b.handOffIdleLocked(pc, d.c.idle, d.since) {
 				return nil, nil
 			}
-			return b.putLocked(pc, d.c.info)
+			return b.restoreIdleLocked(pc, d.c.info, d.since)
 		}
 		if d.c.shared {
 			return b.unshareLocked(d.c.end())
