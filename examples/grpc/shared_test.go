@@ -58,12 +58,29 @@ func (s *slowHealth) stats() (conns, peak int) {
 	return len(s.running), s.peak
 }
 
+// countingListener counts the connections the server accepts, including
+// those that never carry a call.
+type countingListener struct {
+	net.Listener
+	accepted atomic.Int64
+}
+
+func (l *countingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		l.accepted.Add(1)
+	}
+	return c, err
+}
+
 // startSlowServer starts a gRPC server limited to streamLimit streams per
-// connection on loopback, stopped when the test ends.
-func startSlowServer(tb testing.TB) (string, *slowHealth) {
+// connection on loopback, stopped when the test ends. It returns the
+// server's address, its health service and its listener.
+func startSlowServer(tb testing.TB) (string, *slowHealth, *countingListener) {
 	tb.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	tcp, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(tb, err)
+	lis := &countingListener{Listener: tcp}
 	h := &slowHealth{running: map[string]int{}}
 	srv := grpc.NewServer(grpc.MaxConcurrentStreams(streamLimit))
 	healthpb.RegisterHealthServer(srv, h)
@@ -76,7 +93,42 @@ func startSlowServer(tb testing.TB) (string, *slowHealth) {
 		srv.Stop()
 		<-served
 	})
-	return lis.Addr().String(), h
+	return lis.Addr().String(), h, lis
+}
+
+// statsWatch samples the stats of one address until stop is called, and
+// keeps the most values in use, the most leases and whether a sample ever
+// had more leases than its shared values have room for.
+type statsWatch struct {
+	total, shared, leases int64
+	overbooked            bool
+}
+
+func watchStats(pool *clientpool.Pool[*grpc.ClientConn], addr string) (stop func() statsWatch) {
+	done := make(chan struct{})
+	result := make(chan statsWatch)
+	go func() {
+		var w statsWatch
+		tick := time.NewTicker(time.Millisecond)
+		defer tick.Stop()
+		for {
+			d := destination(pool.Stats(), addr)
+			w.total = max(w.total, d.Total)
+			w.shared = max(w.shared, d.Shared)
+			w.leases = max(w.leases, d.Leases)
+			w.overbooked = w.overbooked || d.Leases > d.Shared*streamLimit
+			select {
+			case <-done:
+				result <- w
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	return func() statsWatch {
+		close(done)
+		return <-result
+	}
 }
 
 func newSharedPool(tb testing.TB) *clientpool.Pool[*grpc.ClientConn] {
@@ -95,8 +147,9 @@ func check(ctx context.Context, cc *grpc.ClientConn) error {
 
 func TestSharedModeKeepsWithinTheStreamLimit(t *testing.T) {
 	ctx := testContext(t)
-	addr, h := startSlowServer(t)
+	addr, h, lis := startSlowServer(t)
 	pool := newSharedPool(t)
+	stopWatch := watchStats(pool, addr)
 	var (
 		wg     sync.WaitGroup
 		failed atomic.Int64
@@ -112,9 +165,20 @@ func TestSharedModeKeepsWithinTheStreamLimit(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	assert.Zero(t, failed.Load(), "failed calls")
+	w := stopWatch()
 	conns, peak := h.stats()
-	assert.LessOrEqual(t, conns, maxConns, "connections the server saw")
+	t.Logf("server: %d connections accepted, at most %d calls at once on one; pool: at most %d ClientConns open, %d in use, %d leases",
+		lis.accepted.Load(), peak, w.total, w.shared, w.leases)
+	assert.Zero(t, failed.Load(), "failed calls")
+	assert.LessOrEqual(t, lis.accepted.Load(), int64(maxConns), "connections the server accepted")
+	assert.LessOrEqual(t, conns, maxConns, "connections the server saw calls on")
+	assert.LessOrEqual(t, w.total, int64(maxConns), "ClientConns open at once")
+	assert.LessOrEqual(t, w.shared, int64(maxConns), "ClientConns in use at once")
+	assert.LessOrEqual(t, w.leases, int64(callers), "leases at once")
+	assert.False(t, w.overbooked, "more leases than shares")
+	// grpc-go itself holds a connection to the server's stream limit, so
+	// the server's count is a check of the setting; PeakLeases below is
+	// the pool's own.
 	assert.LessOrEqual(t, peak, streamLimit, "calls one connection ran at once")
 	assert.Greater(t, peak, 1, "no connection carried two calls at once")
 	d := destination(pool.Stats(), addr)
@@ -133,7 +197,7 @@ func BenchmarkSharedThroughput(b *testing.B) {
 	for _, mode := range []string{"OneConn", "Shared"} {
 		b.Run("Mode="+mode, func(b *testing.B) {
 			ctx := context.Background()
-			addr, _ := startSlowServer(b)
+			addr, _, _ := startSlowServer(b)
 			var call func() error
 			if mode == "OneConn" {
 				cc, err := grpcpool.Dialer(5*time.Second)(ctx, addr)
