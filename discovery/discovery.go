@@ -24,8 +24,6 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
-	"slices"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -69,7 +67,7 @@ type Stats struct {
 // concurrent use.
 type Watcher struct {
 	resolve func(ctx context.Context, r Resolver) ([]balancer.Endpoint, error)
-	u       Updater
+	pub     *Publisher // Publish is called by run only (the constructor before)
 	o       options
 
 	now    chan struct{} // ResolveNow's requests; buffered 1
@@ -77,13 +75,11 @@ type Watcher struct {
 	done   chan struct{} // closed when run returns
 	closed atomic.Bool
 
-	resolutions, updates, errs atomic.Int64
+	resolutions, errs atomic.Int64
 
-	// Owned by run once started (the constructor before): the last good
-	// set, sorted, and when the last resolution started.
-	last    []balancer.Endpoint
+	// lastRun is when the last resolution started; owned by run once
+	// started (the constructor before).
 	lastRun time.Time
-	count   atomic.Int32 // len(last), for Stats
 }
 
 // newWatcher runs the first resolution and starts the watcher's goroutine.
@@ -98,7 +94,7 @@ func newWatcher(ctx context.Context, u Updater, resolve func(context.Context, Re
 	if err := o.check(); err != nil {
 		return nil, err
 	}
-	w := &Watcher{resolve: resolve, u: u, o: o, now: make(chan struct{}, 1), done: make(chan struct{})}
+	w := &Watcher{resolve: resolve, pub: NewPublisher(u), o: o, now: make(chan struct{}, 1), done: make(chan struct{})}
 	if err := w.resolveOnce(ctx); err != nil {
 		return nil, err
 	}
@@ -133,9 +129,9 @@ func (w *Watcher) Close() error {
 func (w *Watcher) Stats() Stats {
 	return Stats{
 		Resolutions: w.resolutions.Load(),
-		Updates:     w.updates.Load(),
+		Updates:     w.pub.Updates(),
 		Errors:      w.errs.Load(),
-		Endpoints:   int(w.count.Load()),
+		Endpoints:   w.pub.Len(),
 	}
 }
 
@@ -173,8 +169,8 @@ func (w *Watcher) resolveOnce(ctx context.Context) error {
 	rctx, cancel := context.WithTimeout(ctx, w.o.timeout)
 	eps, err := w.resolve(rctx, w.o.resolver)
 	cancel()
-	if err == nil && len(eps) == 0 {
-		err = ErrNoEndpoints
+	if err == nil {
+		err = w.pub.Publish(eps)
 	}
 	if err != nil {
 		if ctx.Err() != nil {
@@ -186,14 +182,6 @@ func (w *Watcher) resolveOnce(ctx context.Context) error {
 		}
 		return err
 	}
-	slices.SortFunc(eps, func(a, b balancer.Endpoint) int { return strings.Compare(a.Address, b.Address) })
-	if slices.Equal(eps, w.last) {
-		return nil
-	}
-	w.last = eps
-	w.count.Store(int32(len(eps)))
-	w.updates.Add(1)
-	w.u.Update(slices.Clone(eps))
 	return nil
 }
 

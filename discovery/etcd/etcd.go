@@ -16,7 +16,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -48,19 +47,17 @@ type Stats struct {
 type Watcher struct {
 	cli    *clientv3.Client
 	prefix string
-	u      discovery.Updater
+	pub    *discovery.Publisher // Publish is called by run only (the constructor before)
 	onErr  func(error)
 
 	cancel context.CancelFunc
 	done   chan struct{}
 	closed atomic.Bool
 
-	resyncs, updates, errs atomic.Int64
-	count                  atomic.Int32
+	resyncs, errs atomic.Int64
 
 	// Owned by run (the constructor before it starts).
-	kv   map[string]balancer.Endpoint // key → endpoint
-	last []balancer.Endpoint
+	kv map[string]balancer.Endpoint // key → endpoint
 }
 
 // Option configures a Watcher.
@@ -79,7 +76,7 @@ func NewWatcher(ctx context.Context, cli *clientv3.Client, prefix string, u disc
 	if cli == nil || u == nil || prefix == "" {
 		return nil, errors.New("etcd: NewWatcher needs a client, a prefix and an Updater")
 	}
-	w := &Watcher{cli: cli, prefix: prefix, u: u, done: make(chan struct{})}
+	w := &Watcher{cli: cli, prefix: prefix, pub: discovery.NewPublisher(u), done: make(chan struct{})}
 	for _, o := range opts {
 		o(w)
 	}
@@ -109,7 +106,7 @@ func (w *Watcher) Close() error {
 
 // Stats returns the watcher's counts.
 func (w *Watcher) Stats() Stats {
-	return Stats{Resyncs: w.resyncs.Load(), Updates: w.updates.Load(), Errors: w.errs.Load(), Endpoints: int(w.count.Load())}
+	return Stats{Resyncs: w.resyncs.Load(), Updates: w.pub.Updates(), Errors: w.errs.Load(), Endpoints: w.pub.Len()}
 }
 
 // list reads every key under the prefix and returns the revision read.
@@ -145,19 +142,11 @@ func (w *Watcher) publish() error {
 	for _, e := range w.kv {
 		eps = append(eps, e)
 	}
-	if len(eps) == 0 {
-		err := fmt.Errorf("etcd: %w under %s", discovery.ErrNoEndpoints, w.prefix)
+	if err := w.pub.Publish(eps); err != nil {
+		err = fmt.Errorf("etcd: %w under %s", err, w.prefix)
 		w.report(err)
 		return err
 	}
-	slices.SortFunc(eps, func(a, b balancer.Endpoint) int { return strings.Compare(a.Address, b.Address) })
-	if slices.Equal(eps, w.last) {
-		return nil
-	}
-	w.last = eps
-	w.count.Store(int32(len(eps)))
-	w.updates.Add(1)
-	w.u.Update(slices.Clone(eps))
 	return nil
 }
 
