@@ -141,6 +141,7 @@ func (s *endpointSet) states() []State {
 			ConsecutiveFailures: ep.failures.Load(),
 			Ejected:             ep.ejected.Load(),
 			LatencyEWMA:         time.Duration(math.Float64frombits(ep.latency.bits.Load())),
+			Ejections:           ep.ejections.Load(),
 		}
 		if out[i].Ejected {
 			out[i].EjectedUntil = time.Unix(0, ep.ejectedUntil.Load())

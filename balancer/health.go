@@ -87,6 +87,7 @@ type endpoint struct {
 	// apart, so this errs towards ignoring a failure of a newer request.
 	earlier      atomic.Int64
 	ejected      atomic.Bool  // written under set.mu
+	ejections    atomic.Int64 // ejections since the endpoint joined the set
 	ejectedUntil atomic.Int64 // unix nanoseconds, for State
 	latency      latency      // kept by PeakEWMA only
 	rampStart    atomic.Int64 // mono time its slow start began; 0 if none (slowstart.go)
@@ -159,7 +160,7 @@ func (ep *endpoint) endEarlier() bool {
 	}
 }
 
-// State describes one endpoint, for display.
+// State describes one endpoint, for display and metrics.
 type State struct {
 	Address             string
 	Weight              int
@@ -168,6 +169,10 @@ type State struct {
 	Ejected             bool
 	EjectedUntil        time.Time     // zero unless ejected
 	LatencyEWMA         time.Duration // PeakEWMA's estimate; zero elsewhere or before a sample
+	// Ejections counts the endpoint's ejections, for consecutive failures
+	// and as an outlier, since it joined the set. It restarts from zero if
+	// Update removes the address and a later Update adds it again.
+	Ejections int64
 }
 
 // ejectForFailures ejects ep for its consecutive failures.
@@ -198,6 +203,7 @@ func (s *endpointSet) ejectLocked(ep *endpoint, now int64) bool {
 		return false
 	}
 	ep.ejected.Store(true)
+	ep.ejections.Add(1)
 	s.ejected++
 	// The multiplier went down by one per interval spent in rotation.
 	if ep.multiplier > 0 {

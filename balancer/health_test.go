@@ -62,6 +62,7 @@ func TestEjectionAfterConsecutiveFailuresAndReadmission(t *testing.T) {
 		fail(t, rr, dead, 3)
 		s = state(rr.States(), dead)
 		require.True(t, s.Ejected)
+		assert.Equal(t, int64(2), s.Ejections, "each ejection counted")
 		assert.WithinDuration(t, time.Now().Add(2*time.Second), s.EjectedUntil, 200*time.Millisecond+time.Nanosecond)
 		time.Sleep(2200 * time.Millisecond)
 		synctest.Wait()
