@@ -246,7 +246,7 @@ func (b *bucket) warmingLocked() int {
 }
 
 // countLocked counts a conn closed for reason.
-func (b *bucket) countLocked(reason closeReason) {
+func (b *bucket) countLocked(reason CloseReason) {
 	if reason != notCounted {
 		b.coldLocked().counters.count(reason)
 	}
@@ -317,7 +317,7 @@ func (b *bucket) reuseLocked(ic *idleConn, now int64) *Conn {
 // its handle c was handed out, counting why instead of a reuse. The conn is
 // closed in the background, or before unreuse returns if now is set or the
 // pool is closed.
-func (b *bucket) unreuse(c *Conn, pc *pconn, reason closeReason, now bool) {
+func (b *bucket) unreuse(c *Conn, pc *pconn, reason CloseReason, now bool) {
 	c.end()
 	b.mu.Lock()
 	b.reuses--
@@ -435,9 +435,9 @@ func (b *bucket) acquire(fresh, pay, waited bool) (c *Conn, w *waiter, gen uint3
 		// Close returns.
 		ic := b.idle[0]
 		b.idle = slices.Delete(b.idle, 0, 1)
-		reason := closedForNew
+		reason := CloseForNew
 		if ic.info.node != nil && p.lru.remove(ic.info.node) {
-			reason = closedIdleCapEvicted
+			reason = CloseIdleCapEvicted
 		}
 		discarded = b.discardLocked(discarded, ic.pc.v, reason)
 	}
@@ -464,15 +464,15 @@ func (b *bucket) acquire(fresh, pay, waited bool) (c *Conn, w *waiter, gen uint3
 // and returns why it must be closed rather than handed out at the clock
 // reading now: it was evicted from the LRU, or is past the idle timeout or
 // its lifetime. It returns notCounted for a usable conn.
-func (b *bucket) unusableLocked(ic *idleConn, now int64) closeReason {
+func (b *bucket) unusableLocked(ic *idleConn, now int64) CloseReason {
 	p := b.pool
 	switch {
 	case ic.info.node != nil && p.lru.remove(ic.info.node):
-		return closedIdleCapEvicted
+		return CloseIdleCapEvicted
 	case p.timeout > 0 && now-ic.since >= p.timeout:
-		return closedIdleTimeout
+		return CloseIdleTimeout
 	case p.maxLifetime > 0 && now >= ic.pc.deadline:
-		return closedMaxLifetime
+		return CloseMaxLifetime
 	}
 	return notCounted
 }
@@ -507,26 +507,29 @@ func (b *bucket) closeOffPathLocked(conns []io.Closer) (closeNow []io.Closer) {
 // discardLocked takes a conn out of service and counts why (reason may be
 // nil). It does not touch the idle stack or the LRU. The caller passes the
 // conn to closeDiscarded after the lock is released; its slot is freed then.
-func (b *bucket) discardLocked(out []io.Closer, v io.Closer, reason closeReason) []io.Closer {
+func (b *bucket) discardLocked(out []io.Closer, v io.Closer, reason CloseReason) []io.Closer {
 	b.total--
 	b.closing++
 	b.countLocked(reason)
 	b.checkLocked()
-	return append(out, v)
+	return append(out, b.closingLocked(v, reason))
 }
 
 // closeDiscarded closes conns taken out of service with discardLocked and
-// then frees their slots. It returns the last close error. The caller holds
-// no lock.
+// then frees their slots and reports them to the trace. It returns the
+// last close error that is not nil. The caller holds no lock.
 func (b *bucket) closeDiscarded(conns []io.Closer) error {
 	if len(conns) == 0 {
 		return nil
 	}
 	var err error
 	for _, v := range conns {
-		err = v.Close()
+		if e := v.Close(); e != nil {
+			err = e
+		}
 	}
 	b.freeClosed(len(conns))
+	b.traceClosed(conns)
 	return err
 }
 
@@ -595,7 +598,7 @@ func (b *bucket) dialedLocked(pc *pconn, now int64) error {
 // or by Warm: it goes to a waiter or the idle stack like a returned conn.
 func (b *bucket) adoptLocked(pc *pconn, now int64) (toClose []io.Closer, victim *lruNode) {
 	if err := b.dialedLocked(pc, now); err != nil {
-		return []io.Closer{pc.v}, nil
+		return []io.Closer{b.closingLocked(pc.v, ClosePoolClosed)}, nil
 	}
 	return b.putLocked(pc, pc.info)
 }
@@ -617,7 +620,11 @@ func (b *bucket) put(pc *pconn, info *connInfo) error {
 	if victim != nil {
 		victim.b.evict(victim)
 	}
-	return b.closeDiscarded(toClose)
+	err := b.closeDiscarded(toClose)
+	if t := p.trace; t != nil && t.PutConn != nil && !closes(toClose, pc) {
+		t.PutConn(b.address)
+	}
+	return err
 }
 
 // putLocked places a conn that is open and bound to the bucket: to the
@@ -633,16 +640,16 @@ func (b *bucket) putLocked(pc *pconn, info *connInfo) (toClose []io.Closer, vict
 	case p.closed.Load():
 		return b.discardLocked(nil, pc.v, notCounted), nil
 	case b.drained && pc.gen != b.genLocked(): // reads pc and cold only once the address was drained
-		return b.discardLocked(nil, pc.v, closedDrained), nil
+		return b.discardLocked(nil, pc.v, CloseDrained), nil
 	case p.maxLifetime > 0 && b.now >= pc.deadline:
-		return b.discardLocked(nil, pc.v, closedMaxLifetime), nil
+		return b.discardLocked(nil, pc.v, CloseMaxLifetime), nil
 	case b.waitingLocked() > 0 && !pc.probe.blocked(pc.v) && b.handOffLocked(pc):
 		return nil, nil
 	case b.waitingLocked() > 0 && b.cold.waiters.firstForConn() == nil:
 		// Only checkouts from New wait, and they need a slot to dial.
-		return b.discardLocked(nil, pc.v, closedForNew), nil
+		return b.discardLocked(nil, pc.v, CloseForNew), nil
 	case len(b.idle) >= p.capacity:
-		return b.discardLocked(nil, pc.v, closedBucketFull), nil
+		return b.discardLocked(nil, pc.v, CloseBucketFull), nil
 	}
 	ic := idleConn{pc: pc, info: info, since: b.now}
 	if p.lru != nil {
@@ -673,7 +680,7 @@ func (b *bucket) evictLocked(out []io.Closer, victim *lruNode) []io.Closer {
 	for i, ic := range b.idle {
 		if ic.info.node == victim {
 			b.idle = slices.Delete(b.idle, i, i+1)
-			return b.discardLocked(out, ic.pc.v, closedIdleCapEvicted)
+			return b.discardLocked(out, ic.pc.v, CloseIdleCapEvicted)
 		}
 	}
 	return out
@@ -682,7 +689,7 @@ func (b *bucket) evictLocked(out []io.Closer, victim *lruNode) []io.Closer {
 // release forgets a conn whose holder called Release, and closes it.
 func (b *bucket) release(v io.Closer) error {
 	b.mu.Lock()
-	toClose := b.discardLocked(nil, v, closedReleased)
+	toClose := b.discardLocked(nil, v, CloseReleased)
 	b.mu.Unlock()
 	return b.closeDiscarded(toClose)
 }
@@ -701,7 +708,7 @@ func (b *bucket) sweepLocked(now int64) (discarded []io.Closer) {
 	b.busy = false
 	type discard struct {
 		v      io.Closer
-		reason closeReason
+		reason CloseReason
 	}
 	var out []discard
 	kept := b.idle[:0]
@@ -709,17 +716,17 @@ func (b *bucket) sweepLocked(now int64) (discarded []io.Closer) {
 		reason := notCounted
 		switch {
 		case p.timeout > 0 && now-ic.since >= p.timeout:
-			reason = closedIdleTimeout
+			reason = CloseIdleTimeout
 		case p.maxLifetime > 0 && now >= ic.pc.deadline:
-			reason = closedMaxLifetime
+			reason = CloseMaxLifetime
 		}
 		if ic.info.node != nil {
 			if reason != notCounted {
 				if p.lru.remove(ic.info.node) {
-					reason = closedIdleCapEvicted
+					reason = CloseIdleCapEvicted
 				}
 			} else if p.lru.isEvicted(ic.info.node) {
-				reason = closedIdleCapEvicted
+				reason = CloseIdleCapEvicted
 			}
 		}
 		if reason == notCounted {

@@ -35,9 +35,12 @@ type Conn struct {
 	reused bool
 	probed bool // pc.probe.applies(), kept here so that Get need not read pc again
 	shared bool // a lease on a value that other leases may share (shared.go)
+	// handedOver is set on a reused conn that a holder's Close handed
+	// straight to a waiting checkout, rather than one from the idle stack.
+	handedOver bool
 	// io records whether a byte was written (sent) or read (received)
 	// through this handle, for Do's retry rules. Read and Write may run
-	// concurrently, hence an atomic; each sets its bit once. With the two
+	// concurrently, hence an atomic; each sets its bit once. With the four
 	// bools it fills one word, so a handle stays 32 bytes.
 	io atomic.Uint32
 }

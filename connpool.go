@@ -126,6 +126,8 @@ type options struct {
 
 	minIdle  int
 	maxTotal int
+
+	trace *Trace
 }
 
 // WithDialContext sets a dial function that honours a context. When it is
@@ -224,6 +226,7 @@ type Pool struct {
 	shares      int32 // most leases per value in shared mode (shared.go); 0 for exclusive mode
 	maxLifetime int64 // in nanoseconds; 0 means no limit
 	waitTimeout time.Duration
+	trace       *Trace    // WithTrace's hooks; nil for none
 	lru         *idleLRU  // nil without WithMaxIdle and WithMaxTotal
 	total       *totalCap // nil without WithMaxTotal
 
@@ -329,6 +332,7 @@ func New(dial Dial, capacity int, timeout time.Duration, opts ...Option) (*Pool,
 		shares:      int32(o.shares),
 		maxLifetime: int64(o.maxLifetime),
 		waitTimeout: o.waitTimeout,
+		trace:       o.trace,
 		liveness:    !o.noLiveness,
 		validator:   o.validator,
 		validateAge: int64(o.validateAge),
@@ -476,6 +480,9 @@ func (p *Pool) checkoutOne(ctx context.Context, address string, fresh bool) (*Co
 				pay = false
 				continue // discarded: try the next idle conn, or dial
 			}
+			if p.trace != nil {
+				p.traceGot(c, waitedSince)
+			}
 			return c, nil
 		case w != nil:
 			if waitedSince.IsZero() {
@@ -486,18 +493,23 @@ func (p *Pool) checkoutOne(ctx context.Context, address string, fresh bool) (*Co
 				pay = false
 				continue
 			}
+			if err == nil && p.trace != nil {
+				p.traceGot(c, waitedSince)
+			}
 			return c, err
 		default:
-			if err := p.reserveTotal(ctx, b, waitedSince); err == errStartOver {
-				if waitedSince.IsZero() {
-					waitedSince = time.Now() // it waited at the cap, and counted
-				}
-				pay = false
+			var err error
+			if waitedSince, err = p.reserveTotal(ctx, b, waitedSince); err == errStartOver {
+				pay = false // it waited at the cap, and counted
 				continue
 			} else if err != nil {
 				return nil, err
 			}
-			return p.dialFor(ctx, b, gen)
+			c, err := p.dialFor(ctx, b, gen)
+			if err == nil && p.trace != nil {
+				p.traceGot(c, waitedSince)
+			}
+			return c, err
 		}
 	}
 }
@@ -512,12 +524,12 @@ func (p *Pool) verify(c *Conn) bool {
 	if !c.reused || c.shared || (!pc.probe.applies() && p.validator == nil) {
 		return true
 	}
-	var reason closeReason
+	var reason CloseReason
 	switch {
 	case pc.probe.applies() && pc.probe.check(pc.v) != nil:
-		reason = closedDeadAtCheckout
+		reason = CloseDeadAtCheckout
 	case p.validator != nil && c.idle >= p.validateAge && !p.validate(c, pc):
-		reason = closedValidatorFailed
+		reason = CloseValidatorFailed
 	default:
 		return true
 	}
@@ -531,7 +543,7 @@ func (p *Pool) validate(c *Conn, pc *pconn) bool {
 	panicked := true
 	defer func() {
 		if panicked {
-			c.info.b.unreuse(c, pc, closedValidatorFailed, true)
+			c.info.b.unreuse(c, pc, CloseValidatorFailed, true)
 		}
 	}()
 	err := p.validator(pc.v)
@@ -544,6 +556,9 @@ func (p *Pool) validate(c *Conn, pc *pconn) bool {
 // since is when the checkout first waited: the timeout counts from then.
 func (p *Pool) wait(ctx context.Context, b *bucket, w *waiter, since time.Time) (*Conn, error) {
 	start := time.Now()
+	if p.trace != nil {
+		p.traceWaitStart(b, func() { b.giveUp(w, time.Since(start)) })
+	}
 	var expired <-chan time.Time
 	if p.waitTimeout > 0 {
 		t := time.NewTimer(p.waitTimeout - start.Sub(since))
@@ -551,15 +566,27 @@ func (p *Pool) wait(ctx context.Context, b *bucket, w *waiter, since time.Time) 
 		expired = t.C
 	}
 	var d delivery
+	var err error
 	select {
 	case d = <-w.ch:
 		b.waited(time.Since(start))
 	case <-ctx.Done():
-		b.giveUp(w, time.Since(start))
-		return nil, ctx.Err()
+		err = ctx.Err()
 	case <-expired:
-		b.giveUp(w, time.Since(start))
-		return nil, ErrExhausted
+		err = ErrExhausted
+	}
+	if err != nil {
+		waited := time.Since(start)
+		b.giveUp(w, waited)
+		if p.trace != nil {
+			p.traceWaitDone(b, waited, err, nil)
+		}
+		return nil, err
+	}
+	if p.trace != nil {
+		// Should the hook panic, the delivery goes back on w, and w
+		// gives up as if it had never got it.
+		p.traceWaitDone(b, time.Since(start), d.err, func() { w.ch <- d; b.giveUp(w, 0) })
 	}
 	switch {
 	case d.c != nil:
@@ -568,7 +595,7 @@ func (p *Pool) wait(ctx context.Context, b *bucket, w *waiter, since time.Time) 
 		}
 		return d.c, nil
 	case d.grant:
-		if err := p.reserveTotal(ctx, b, since); err != nil {
+		if _, err := p.reserveTotal(ctx, b, since); err != nil {
 			return nil, err
 		}
 		return p.dialFor(ctx, b, d.gen)
@@ -605,6 +632,7 @@ func (p *Pool) Close() error {
 	for _, d := range drained {
 		result = multierror.Append(result, closeEach(d.conns))
 		d.b.freeClosed(len(d.conns))
+		d.b.traceClosed(d.conns)
 	}
 	// Every bucket, and the registry, was locked above after the pool was
 	// marked closed, so no closing goroutine or snapshot build can start

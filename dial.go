@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"time"
 )
 
 // dialFor dials a conn for b, which has a slot reserved for a dial of
@@ -55,7 +56,7 @@ func (b *bucket) dialDoneLocked(pc *pconn, err error, now int64) (c *Conn, toClo
 		return nil, nil, err
 	}
 	if err := b.dialedLocked(pc, now); err != nil {
-		return nil, []io.Closer{pc.v}, err
+		return nil, []io.Closer{b.closingLocked(pc.v, ClosePoolClosed)}, err
 	}
 	return b.newConnLocked(pc, pc.info), nil, nil
 }
@@ -65,6 +66,10 @@ func (b *bucket) dialDoneLocked(pc *pconn, err error, now int64) (c *Conn, toClo
 // names the address in its errors. It takes no lock: the pconn is built,
 // and the conn's addresses read, before the bucket sees it.
 func (p *Pool) dialConn(ctx context.Context, b *bucket, gen uint32) (pc *pconn, now int64, err error) {
+	var start time.Time
+	if p.trace != nil {
+		start = p.traceDialStart(b)
+	}
 	v, err := p.dial(ctx, b.address)
 	if err == nil && v == nil {
 		err = ErrNilConn
@@ -73,7 +78,14 @@ func (p *Pool) dialConn(ctx context.Context, b *bucket, gen uint32) (pc *pconn, 
 		if v != nil {
 			_ = v.Close() // the dial failed; its error is the one to report
 		}
-		return nil, 0, &DialError{Address: b.address, Err: err}
+		err = &DialError{Address: b.address, Err: err}
+		if p.trace != nil {
+			p.traceDialDone(b, start, nil, err)
+		}
+		return nil, 0, err
+	}
+	if p.trace != nil {
+		p.traceDialDone(b, start, v, nil)
 	}
 	var deadline int64
 	if p.needClock {

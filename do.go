@@ -231,6 +231,9 @@ func (p *Pool) retry(ctx context.Context, address string, fn func(*Conn) error, 
 		if c == nil || attempt > dp.Retries || !dp.CanRetry(ctx, c, err) || !p.SpendRetry(address) {
 			return &DoError{Address: address, Attempts: attempt, Err: err}
 		}
+		if t := p.trace; t != nil && t.Retry != nil {
+			t.Retry(address, err)
+		}
 		// A retry runs on a fresh conn; in shared mode, on a share of
 		// another value: the failed one is out of rotation.
 		if c, err = p.attempt(ctx, address, p.shares == 0, fn); err == nil {

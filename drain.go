@@ -43,7 +43,7 @@ func (p *Pool) Drain(address string) error {
 		if ic.info.node != nil {
 			p.lru.remove(ic.info.node)
 		}
-		toClose = b.discardLocked(toClose, ic.pc.v, closedDrained)
+		toClose = b.discardLocked(toClose, ic.pc.v, CloseDrained)
 	}
 	clear(idle)
 	b.mu.Unlock()
@@ -51,6 +51,7 @@ func (p *Pool) Drain(address string) error {
 	err := closeEach(toClose)
 	if len(toClose) > 0 {
 		b.freeClosed(len(toClose))
+		b.traceClosed(toClose)
 	}
 	return err
 }

@@ -101,10 +101,12 @@ func (p *Pool) releaseTotal(n int) {
 //
 // waitedSince is when the checkout started waiting at b's WithMaxActive
 // limit, or zero if it did not: a checkout waits at most WithWaitTimeout
-// in all, and counts once in WaitCount. In shared mode a share that frees
-// at b's address ends the wait with errStartOver: the checkout gives its
-// reservation back and starts over, to take the share.
-func (p *Pool) waitTotal(ctx context.Context, b *bucket, waitedSince time.Time) error {
+// in all, and counts once in WaitCount. waitTotal returns when the
+// checkout first waited: waitedSince, or the start of its wait here if it
+// waited here first. In shared mode a share that frees at b's address ends
+// the wait with errStartOver: the checkout gives its reservation back and
+// starts over, to take the share.
+func (p *Pool) waitTotal(ctx context.Context, b *bucket, waitedSince time.Time) (time.Time, error) {
 	var freed <-chan struct{} // closes when a share frees at b's address
 	if p.shares > 0 {
 		b.mu.Lock()
@@ -112,7 +114,7 @@ func (p *Pool) waitTotal(ctx context.Context, b *bucket, waitedSince time.Time) 
 		freed = b.shareFreedLocked()
 		b.mu.Unlock()
 		if share { // freed since the checkout looked
-			return errStartOver
+			return waitedSince, errStartOver
 		}
 	}
 	t := p.total
@@ -120,7 +122,7 @@ func (p *Pool) waitTotal(ctx context.Context, b *bucket, waitedSince time.Time) 
 	if t.open < t.max && t.queue.len() == 0 {
 		t.open++
 		t.mu.Unlock()
-		return nil
+		return waitedSince, nil
 	}
 	w := &waiter{ch: make(chan delivery, 1)}
 	t.queue.pushBack(w)
@@ -134,6 +136,16 @@ func (p *Pool) waitTotal(ctx context.Context, b *bucket, waitedSince time.Time) 
 		waitedSince = start
 	}
 	b.mu.Unlock()
+	if p.trace != nil {
+		// Should the hook panic, the checkout leaves the line and gives
+		// its reservation back.
+		p.traceWaitStart(b, func() {
+			t.leave(w)
+			b.mu.Lock()
+			b.cancelDialLocked()
+			b.mu.Unlock()
+		})
+	}
 	// Make room: the least recently returned idle conn, or the next one
 	// returned, is closed, and its slot goes to the oldest waiter.
 	if victim := p.lru.evictForWaiter(); victim != nil {
@@ -159,35 +171,58 @@ func (p *Pool) waitTotal(ctx context.Context, b *bucket, waitedSince time.Time) 
 		err = errStartOver // a share of b's address freed: take it
 	}
 	if err != nil {
-		t.mu.Lock()
-		granted := !w.queued
-		if !granted {
-			t.queue.remove(w)
-			t.waiting.Store(int32(t.queue.len()))
-		}
-		t.mu.Unlock()
-		if granted { // the slot came as we gave up: pass it on
-			t.release(1)
-		}
+		t.leave(w)
 	}
 	p.lru.capWanted(int(t.waiting.Load()))
-	b.waited(time.Since(start))
-	return err
+	waited := time.Since(start)
+	b.waited(waited)
+	if p.trace != nil {
+		reported := err
+		if err == errStartOver {
+			reported = nil // a share to take
+		}
+		// Should the hook panic, the slot and the caller's reservation
+		// are given back.
+		p.traceWaitDone(b, waited, reported, func() {
+			if err == nil {
+				t.release(1)
+			}
+			b.mu.Lock()
+			b.cancelDialLocked()
+			b.mu.Unlock()
+		})
+	}
+	return waitedSince, err
+}
+
+// leave takes w, a waiter that gives up, out of line, or passes on the
+// slot it was granted as it gave up.
+func (t *totalCap) leave(w *waiter) {
+	t.mu.Lock()
+	granted := !w.queued
+	if !granted {
+		t.queue.remove(w)
+		t.waiting.Store(int32(t.queue.len()))
+	}
+	t.mu.Unlock()
+	if granted {
+		t.release(1)
+	}
 }
 
 // reserveTotal takes a slot of the WithMaxTotal cap for the dial that the
 // caller reserved on b, waiting at the cap; without the cap it does
 // nothing. If it gets none, it gives the reservation back and returns why.
-// waitedSince is as for waitTotal.
-func (p *Pool) reserveTotal(ctx context.Context, b *bucket, waitedSince time.Time) error {
+// waitedSince is as for waitTotal, and so is what it returns.
+func (p *Pool) reserveTotal(ctx context.Context, b *bucket, waitedSince time.Time) (time.Time, error) {
 	if p.total == nil {
-		return nil
+		return waitedSince, nil
 	}
-	err := p.waitTotal(ctx, b, waitedSince)
+	waitedSince, err := p.waitTotal(ctx, b, waitedSince)
 	if err != nil {
 		b.mu.Lock()
 		b.cancelDialLocked()
 		b.mu.Unlock()
 	}
-	return err
+	return waitedSince, err
 }

@@ -98,7 +98,7 @@ func (p *Pool) replenish(b *bucket, now int64, probes idleProbes, dead []idleCon
 	for _, d := range dead {
 		i := slices.IndexFunc(b.idle, func(ic idleConn) bool { return ic.pc == d.pc })
 		if i >= 0 && (untouched || (b.idle[i].since == d.since && d.since < probes.now)) {
-			toClose = b.removeIdleLocked(toClose, i, closedDeadWhileIdle)
+			toClose = b.removeIdleLocked(toClose, i, CloseDeadWhileIdle)
 		}
 	}
 	for {
@@ -218,7 +218,7 @@ func (b *bucket) keptLocked() bool {
 // removeIdleLocked takes b.idle[i] off the idle stack and out of service
 // for reason; the caller closes what it returns with closeDiscarded after
 // releasing b.mu.
-func (b *bucket) removeIdleLocked(out []io.Closer, i int, reason closeReason) []io.Closer {
+func (b *bucket) removeIdleLocked(out []io.Closer, i int, reason CloseReason) []io.Closer {
 	ic := b.idle[i]
 	if ic.info.node != nil {
 		b.pool.lru.remove(ic.info.node)

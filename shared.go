@@ -32,7 +32,7 @@ type sharedValue struct {
 	pc     *pconn
 	load   int32       // leases on the value
 	out    bool        // out of rotation: takes no new lease
-	reason closeReason // with out: why to close it at its last lease; notCounted: let putLocked judge
+	reason CloseReason // with out: why to close it at its last lease; notCounted: let putLocked judge
 	closed bool        // closed already (ReleaseNow): its leases just leave
 }
 
@@ -84,7 +84,7 @@ func (b *bucket) inRotationLocked(sv *sharedValue, now int64) bool {
 	p, pc := b.pool, sv.pc
 	switch {
 	case pc.probe.closed(pc.v):
-		sv.reason = closedDeadAtCheckout
+		sv.reason = CloseDeadAtCheckout
 	case p.maxLifetime > 0 && now >= pc.deadline-p.margin && b.exactLocked() >= pc.deadline,
 		b.drained && pc.gen != b.genLocked():
 		// putLocked closes it and counts why.
@@ -242,7 +242,7 @@ func (b *bucket) breakShare(pc *pconn, now bool) error {
 	i := b.sharedLocked(pc)
 	sv := &b.cold.shared[i]
 	if sv.reason == notCounted {
-		sv.reason = closedReleased
+		sv.reason = CloseReleased
 	}
 	sv.out = true
 	var toClose []io.Closer

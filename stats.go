@@ -82,46 +82,33 @@ func (c *Counters) add(o Counters) {
 	c.RetryBudgetExhausted += o.RetryBudgetExhausted
 }
 
-// closeReason says why a conn was closed: one of the Closed… counters of
-// Counters, or Released.
-type closeReason uint8
-
-const (
-	notCounted closeReason = iota // closed because the pool closed
-	closedIdleTimeout
-	closedMaxLifetime
-	closedBucketFull
-	closedIdleCapEvicted
-	closedForNew
-	closedDrained
-	closedDeadAtCheckout
-	closedDeadWhileIdle
-	closedValidatorFailed
-	closedReleased
-)
+// notCounted is the reason of a conn closed because the pool closed,
+// which no counter counts; code that judges whether a conn must be closed
+// also returns it for a conn that may stay.
+const notCounted = ClosePoolClosed
 
 // count adds one conn closed for r to c.
-func (c *Counters) count(r closeReason) {
+func (c *Counters) count(r CloseReason) {
 	switch r {
-	case closedIdleTimeout:
+	case CloseIdleTimeout:
 		c.ClosedIdleTimeout++
-	case closedMaxLifetime:
+	case CloseMaxLifetime:
 		c.ClosedMaxLifetime++
-	case closedBucketFull:
+	case CloseBucketFull:
 		c.ClosedBucketFull++
-	case closedIdleCapEvicted:
+	case CloseIdleCapEvicted:
 		c.ClosedIdleCapEvicted++
-	case closedForNew:
+	case CloseForNew:
 		c.ClosedForNew++
-	case closedDrained:
+	case CloseDrained:
 		c.ClosedDrained++
-	case closedDeadAtCheckout:
+	case CloseDeadAtCheckout:
 		c.ClosedDeadAtCheckout++
-	case closedDeadWhileIdle:
+	case CloseDeadWhileIdle:
 		c.ClosedDeadWhileIdle++
-	case closedValidatorFailed:
+	case CloseValidatorFailed:
 		c.ClosedValidatorFailed++
-	case closedReleased:
+	case CloseReleased:
 		c.Released++
 	}
 }

@@ -51,7 +51,7 @@ func (b *bucket) servesBlockingLocked(ic *idleConn) bool {
 func (b *bucket) pruneBlockedLocked(out []io.Closer) []io.Closer {
 	for i := len(b.idle) - 1; i >= 0; i-- {
 		if pc := b.idle[i].pc; pc.probe.blocked(pc.v) && pc.probe.closed(pc.v) {
-			out = b.removeIdleLocked(out, i, closedDeadWhileIdle)
+			out = b.removeIdleLocked(out, i, CloseDeadWhileIdle)
 		}
 	}
 	return out

@@ -116,7 +116,7 @@ func (b *bucket) handOffLocked(pc *pconn) bool {
 		return false
 	}
 	c := b.newConnLocked(pc, pc.info)
-	c.reused = true
+	c.reused, c.handedOver = true, true
 	b.wakeLocked(w, delivery{c: c})
 	return true
 }
@@ -149,9 +149,9 @@ func (b *bucket) restoreIdleLocked(pc *pconn, info *connInfo, since int64) (toCl
 	case p.closed.Load():
 		return b.discardLocked(nil, pc.v, notCounted), nil
 	case b.drained && pc.gen != b.genLocked():
-		return b.discardLocked(nil, pc.v, closedDrained), nil
+		return b.discardLocked(nil, pc.v, CloseDrained), nil
 	case len(b.idle) >= p.capacity:
-		return b.discardLocked(nil, pc.v, closedBucketFull), nil
+		return b.discardLocked(nil, pc.v, CloseBucketFull), nil
 	}
 	if reason := b.unusableLocked(&ic, b.now); reason != notCounted {
 		return b.discardLocked(nil, pc.v, reason), nil

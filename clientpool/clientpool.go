@@ -88,6 +88,12 @@ type (
 	DestinationStats = connpool.DestinationStats
 	// Counters are the counters of an address or of the pool.
 	Counters = connpool.Counters
+	// Trace is the set of hooks of [WithTrace].
+	Trace = connpool.Trace
+	// GotConnInfo describes a value a checkout got, for Trace.GotConn.
+	GotConnInfo = connpool.GotConnInfo
+	// CloseReason says why the pool closed a value, for Trace.ConnClosed.
+	CloseReason = connpool.CloseReason
 )
 
 // Pool keeps idle values of type T per destination address. It is safe for

@@ -101,3 +101,9 @@ func WithValidator[T io.Closer](fn func(T) error, minIdle time.Duration) Option 
 func WithShared(maxConcurrent int) Option {
 	return Option{bridge.SharedOption(maxConcurrent).(connpool.Option)}
 }
+
+// WithTrace sets hooks that the pool calls as its values come and go: dial,
+// wait, got, put back, closed with a reason, and Do's retries. See
+// connpool.Trace, which says in what order they run and what a panicking
+// hook does. A nil t means none.
+func WithTrace(t *Trace) Option { return Option{connpool.WithTrace(t)} }
