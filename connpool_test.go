@@ -820,10 +820,10 @@ func BenchmarkGetClose(b *testing.B) {
 }
 
 // newBenchPool returns a pool with a few idle conns for every key.
-func newBenchPool(b *testing.B, keys []string, timeout time.Duration) *connpool.Pool {
+func newBenchPool(b *testing.B, keys []string, timeout time.Duration, opts ...connpool.Option) *connpool.Pool {
 	b.Helper()
 	var d testnet.FakeDialer
-	p, err := connpool.New(d.Dial, 8, timeout)
+	p, err := connpool.New(d.Dial, 8, timeout, opts...)
 	if err != nil {
 		b.Fatal(err)
 	}

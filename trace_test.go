@@ -495,3 +495,48 @@ func TestCloseReasonNames(t *testing.T) {
 	}
 	assert.Equal(t, "unknown", connpool.CloseReason(200).String())
 }
+
+// BenchmarkGetCloseTrace measures the hit path of one address with no
+// Trace, with an empty one, and with every hook set to a function that
+// does nothing.
+func BenchmarkGetCloseTrace(b *testing.B) {
+	noops := &connpool.Trace{
+		DialStart:  func(string) {},
+		DialDone:   func(string, time.Duration, error) {},
+		WaitStart:  func(string) {},
+		WaitDone:   func(string, time.Duration, error) {},
+		GotConn:    func(connpool.GotConnInfo) {},
+		PutConn:    func(string) {},
+		ConnClosed: func(string, connpool.CloseReason) {},
+		Retry:      func(string, error) {},
+	}
+	for _, tc := range []struct {
+		name  string
+		trace *connpool.Trace
+	}{{"none", nil}, {"empty", &connpool.Trace{}}, {"noops", noops}} {
+		b.Run("Trace="+tc.name+"/Serial", func(b *testing.B) {
+			p := newBenchPool(b, []string{"a"}, time.Minute, connpool.WithTrace(tc.trace))
+			b.ReportAllocs()
+			for b.Loop() {
+				c, err := p.Get("a")
+				if err != nil {
+					b.Fatal(err)
+				}
+				c.Close()
+			}
+		})
+		b.Run("Trace="+tc.name+"/Parallel", func(b *testing.B) {
+			p := newBenchPool(b, []string{"a"}, time.Minute, connpool.WithTrace(tc.trace))
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					c, err := p.Get("a")
+					if err != nil {
+						b.Fatal(err)
+					}
+					c.Close()
+				}
+			})
+		})
+	}
+}

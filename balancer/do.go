@@ -69,12 +69,13 @@ func (bp *Pool) Do(ctx context.Context, fn func(c *Conn) error, opts ...connpool
 			c.end(true, outcome(ctx, err))
 		case same:
 			retries++
-			c, err = bp.retrySame(ctx, c, &failed)
+			c, err = bp.retrySame(ctx, c, err, &failed)
 			continue
 		case elsewhere:
 			movedOn = true
 			c.end(true, err)
 			failed = append(failed, addr)
+			bp.traceRetry(addr, err, false, nil)
 			c, err = bp.get(ctx, failed)
 			continue
 		default:
@@ -88,11 +89,14 @@ func (bp *Pool) Do(ctx context.Context, fn func(c *Conn) error, opts ...connpool
 // reporting to the balancer, and checks out a fresh conn to the same
 // address for the same pick, whose outcome then counts. If that dial fails,
 // it is reported, and the request moves to another backend as Get does.
-func (bp *Pool) retrySame(ctx context.Context, c *Conn, failed *[]string) (*Conn, error) {
+// cause is the error of the attempt on c, for the trace.
+func (bp *Pool) retrySame(ctx context.Context, c *Conn, cause error, failed *[]string) (*Conn, error) {
 	addr, done := c.Address(), c.done
 	if !c.handOver() { // fn ended the conn itself, and its pick with it
+		bp.traceRetry(addr, cause, false, nil)
 		return bp.get(ctx, *failed)
 	}
+	bp.traceRetry(addr, cause, true, done)
 	// In shared mode the failed value is out of rotation already, and
 	// the retry takes a share of another one, or dials.
 	nc, err := bp.checkout(ctx, addr, done, !bridge.Shared(bp.p))
@@ -108,6 +112,7 @@ func (bp *Pool) retrySame(ctx context.Context, c *Conn, failed *[]string) (*Conn
 	if !bp.p.SpendRetry(addr) {
 		return nil, err
 	}
+	bp.traceRetry(addr, err, false, nil)
 	return bp.get(ctx, *failed)
 }
 

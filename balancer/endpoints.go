@@ -22,9 +22,14 @@ type endpointSet struct {
 
 	snap atomic.Pointer[snapshot] // never modified once stored
 
+	// trace is the trace of the Pool made with the balancer, if any;
+	// ejections and re-admissions are reported to it.
+	trace atomic.Pointer[Trace]
+
 	mu      sync.Mutex // protects the fields below and serialises every store to snap
 	byAddr  map[string]*endpoint
-	ejected int // endpoints of byAddr that are ejected
+	ejected int           // endpoints of byAddr that are ejected
+	pending []healthEvent // for the trace, once mu is released
 }
 
 // snapshot is an immutable view of the endpoints for picks.
@@ -54,7 +59,7 @@ func newEndpointSet(opts []Option) *endpointSet {
 // update replaces the endpoints, keeping the state of addresses that stay.
 func (s *endpointSet) update(endpoints []Endpoint) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	defer s.unlockAndReport()
 	eps := clean(endpoints)
 	next := make(map[string]*endpoint, len(eps))
 	all := make([]*endpoint, len(eps))

@@ -96,6 +96,7 @@ type endpoint struct {
 	// The ejection multiplier and when it last changed; under set.mu.
 	multiplier  int64
 	readmitted  int64 // mono time of the last re-admission
+	ejectedAt   int64 // mono time the current or last ejection began
 	ejectionEnd int64 // mono time the current ejection ends
 
 	// ep.finish, and ep.finishSample for each parity of a sample (see
@@ -178,12 +179,12 @@ type State struct {
 // ejectForFailures ejects ep for its consecutive failures.
 func (s *endpointSet) ejectForFailures(ep *endpoint) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	defer s.unlockAndReport()
 	now := mono()
 	if ep.failures.Load() < int64(s.cfg.threshold) {
 		return // re-admitted meanwhile, which forgot the failures
 	}
-	if s.ejectLocked(ep, now) {
+	if s.ejectLocked(ep, now, EjectedForFailures) {
 		ep.failures.Store(0)
 		s.publishLocked(s.snap.Load().all, now)
 	}
@@ -195,7 +196,7 @@ func (s *endpointSet) ejectForFailures(ep *endpoint) {
 // new snapshot. Ejections happen under s.mu, as Updates do, so concurrent
 // failures cannot pass the share check together and a late failure of a
 // removed endpoint cannot use up the share.
-func (s *endpointSet) ejectLocked(ep *endpoint, now int64) bool {
+func (s *endpointSet) ejectLocked(ep *endpoint, now int64, why EjectionReason) bool {
 	if s.byAddr[ep.address] != ep || ep.ejected.Load() {
 		return false
 	}
@@ -215,10 +216,12 @@ func (s *endpointSet) ejectLocked(ep *endpoint, now int64) bool {
 		d = time.Duration(ep.multiplier) * s.cfg.base
 	}
 	d += time.Duration(rand.Int64N(int64(d)/5+1)) - d/10 // ±10%
+	ep.ejectedAt = now
 	ep.ejectionEnd = now + int64(d)
 	ep.ejectedUntil.Store(time.Now().Add(d).UnixNano())
 	ep.rampStart.Store(0)
 	s.readmitAfter(ep, d, ep.ejectionEnd)
+	s.noteLocked(healthEvent{address: ep.address, ejected: true, reason: why, d: d})
 	return true
 }
 
@@ -238,7 +241,7 @@ func (s *endpointSet) readmitAfter(ep *endpoint, d time.Duration, end int64) {
 // over, starting it slowly if slow start is on.
 func (s *endpointSet) readmit(ep *endpoint, end int64) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	defer s.unlockAndReport()
 	if s.byAddr[ep.address] != ep || !ep.ejected.Load() || ep.ejectionEnd != end {
 		return // removed, or re-admitted already
 	}
@@ -255,4 +258,5 @@ func (s *endpointSet) readmitLocked(ep *endpoint, now int64) {
 	ep.earlier.Store(ep.inflight.Load()) // and those of requests made before it
 	ep.readmitted = now
 	s.startRampLocked(ep, now)
+	s.noteLocked(healthEvent{address: ep.address, d: time.Duration(now - ep.ejectedAt)})
 }

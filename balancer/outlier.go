@@ -176,7 +176,7 @@ func (h hostCalls) volume() int64 { return h.ok + h.failed }
 // and ejects the outliers they show.
 func (s *endpointSet) detectOutliers(now int64) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	defer s.unlockAndReport()
 	all := s.snap.Load().all
 	hosts := make([]hostCalls, 0, len(all))
 	for _, ep := range all {
@@ -224,7 +224,7 @@ func (s *endpointSet) ejectBySuccessRateLocked(sr *SuccessRateEjection, hosts []
 	for _, h := range hosts {
 		r := float64(h.ok) / float64(h.volume())
 		if r < limit && rand.IntN(100) < sr.EnforcementPercentage {
-			ejected = s.ejectLocked(h.ep, now) || ejected
+			ejected = s.ejectLocked(h.ep, now, EjectedBySuccessRate) || ejected
 		}
 	}
 	return ejected
@@ -238,7 +238,7 @@ func (s *endpointSet) ejectByFailurePercentageLocked(fp *FailurePercentageEjecti
 	ejected := false
 	for _, h := range hosts {
 		if 100*h.failed > int64(fp.Threshold)*h.volume() && rand.IntN(100) < fp.EnforcementPercentage {
-			ejected = s.ejectLocked(h.ep, now) || ejected
+			ejected = s.ejectLocked(h.ep, now, EjectedByFailurePercentage) || ejected
 		}
 	}
 	return ejected

@@ -26,6 +26,7 @@ type Pool struct {
 	attempts int
 	// dialFailed is WithDialFailed's function, or nil.
 	dialFailed func(address string, err error)
+	trace      *Trace // WithTrace's hooks, or nil
 
 	mu    sync.Mutex                      // serialises Update
 	addrs atomic.Pointer[map[string]bool] // the addresses in the set, nil while unknown; replaced, never modified
@@ -86,6 +87,9 @@ func NewPool(p *connpool.Pool, b Balancer, opts ...PoolOption) *Pool {
 	for _, opt := range opts {
 		opt(bp)
 	}
+	if tb, ok := b.(traced); ok && bp.trace != nil {
+		tb.endpoints().trace.Store(bp.trace)
+	}
 	return bp
 }
 
@@ -118,10 +122,14 @@ func (bp *Pool) Get(ctx context.Context) (net.Conn, error) {
 func (bp *Pool) get(ctx context.Context, failed []string) (*Conn, error) {
 	var lastErr error
 	for attempt := 0; attempt < bp.attempts; attempt++ {
-		if lastErr != nil && !bp.p.SpendRetry(failed[len(failed)-1]) {
-			return nil, lastErr
+		if lastErr != nil {
+			if !bp.p.SpendRetry(failed[len(failed)-1]) {
+				return nil, lastErr
+			}
+			bp.traceRetry(failed[len(failed)-1], lastErr, false, nil)
 		}
 		addr, done, err := bp.pickExcluding(ctx, failed)
+		bp.tracePick(addr, done, err)
 		if err != nil {
 			if lastErr != nil {
 				return nil, lastErr
