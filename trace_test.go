@@ -224,7 +224,7 @@ func TestTraceReportsRetriesOfDo(t *testing.T) {
 func TestTraceEventsMatchStatsUnderLoad(t *testing.T) {
 	var (
 		dialOK, dialErr, gotIdle, gotReused, gotNew, puts, waits, waitsDone atomic.Int64
-		closed                                                     sync.Map // reason -> *atomic.Int64
+		closed                                                              sync.Map // reason -> *atomic.Int64
 	)
 	count := func(r connpool.CloseReason) {
 		v, _ := closed.LoadOrStore(r, new(atomic.Int64))
