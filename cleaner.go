@@ -25,8 +25,9 @@ func sweepInterval(timeout, lifetime time.Duration) time.Duration {
 	return max(d/4, time.Millisecond)
 }
 
-// runCleaner renews the coarse clock every tick and sweeps every
-// sweepEvery ticks, until the pool is closed. It counts ticks rather than
+// runCleaner renews the coarse clock every tick, sweeps every sweepEvery
+// ticks and, with leak detection, looks for leaked conns every tick, until
+// the pool is closed. It counts ticks rather than
 // compare readings so that a test's fake clock never sets off a sweep.
 func (p *Pool) runCleaner(tick time.Duration, sweepEvery int) {
 	defer close(p.done)
@@ -40,6 +41,9 @@ func (p *Pool) runCleaner(tick time.Duration, sweepEvery int) {
 			now := p.readClock()
 			if ticks%sweepEvery == 0 {
 				p.sweep(now)
+			}
+			if p.leaks != nil {
+				p.leaks.scan(now)
 			}
 		}
 	}

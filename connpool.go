@@ -128,6 +128,9 @@ type options struct {
 	maxTotal int
 
 	trace *Trace
+
+	leakThreshold time.Duration
+	leakReport    func(LeakReport)
 }
 
 // WithDialContext sets a dial function that honours a context. When it is
@@ -226,7 +229,9 @@ type Pool struct {
 	shares      int32 // most leases per value in shared mode (shared.go); 0 for exclusive mode
 	maxLifetime int64 // in nanoseconds; 0 means no limit
 	waitTimeout time.Duration
-	trace       *Trace    // WithTrace's hooks; nil for none
+	trace       *Trace       // WithTrace's hooks; nil for none
+	leaks       *leakTracker // WithLeakDetection's; nil for none
+	observed    bool         // trace or leaks is set: checkouts report to them
 	lru         *idleLRU  // nil without WithMaxIdle and WithMaxTotal
 	total       *totalCap // nil without WithMaxTotal
 
@@ -319,6 +324,8 @@ func New(dial Dial, capacity int, timeout time.Duration, opts ...Option) (*Pool,
 		{o.maxTotal < 0, fmt.Sprintf("WithMaxTotal(%d) is negative", o.maxTotal)},
 		{o.sharesSet && (o.shares < 1 || o.shares > math.MaxInt32), fmt.Sprintf("WithShared(%d) is not at least 1", o.shares)},
 		{o.checkRetryBudget() != "", o.checkRetryBudget()},
+		{o.leakThreshold < 0, fmt.Sprintf("WithLeakDetection threshold %v is negative", o.leakThreshold)},
+		{o.leakThreshold > 0 && o.leakReport == nil, "WithLeakDetection has a threshold and a nil report"},
 	} {
 		if check.bad {
 			return nil, fmt.Errorf("%w: %s", ErrInvalidConfig, check.what)
@@ -343,6 +350,10 @@ func New(dial Dial, capacity int, timeout time.Duration, opts ...Option) (*Pool,
 		stop:        make(chan struct{}),
 		done:        make(chan struct{}),
 	}
+	if o.leakThreshold > 0 {
+		p.leaks = &leakTracker{threshold: int64(o.leakThreshold), report: o.leakReport}
+	}
+	p.observed = p.trace != nil || p.leaks != nil
 	p.retryDeposit = o.retryShare / (1 + o.retryShare)
 	p.retryFloor = retryFloor{perSecond: float64(o.retryPerSecond), tokens: float64(o.retryPerSecond)}
 	p.buckets.pool = p
@@ -379,7 +390,7 @@ func New(dial Dial, capacity int, timeout time.Duration, opts ...Option) (*Pool,
 	}
 	p.closing, p.cancelClosing = context.WithCancel(context.Background())
 
-	tick := tickFor(shortestLimit(timeout, o.maxLifetime, o.validateAge))
+	tick := tickFor(shortestLimit(timeout, o.maxLifetime, o.validateAge, o.leakThreshold))
 	p.margin = 2 * int64(tick)
 	interval := sweepInterval(timeout, o.maxLifetime)
 	if p.minIdle > 0 {
@@ -480,8 +491,8 @@ func (p *Pool) checkoutOne(ctx context.Context, address string, fresh bool) (*Co
 				pay = false
 				continue // discarded: try the next idle conn, or dial
 			}
-			if p.trace != nil {
-				p.traceGot(c, waitedSince)
+			if p.observed {
+				p.checkedOut(c, waitedSince)
 			}
 			return c, nil
 		case w != nil:
@@ -493,8 +504,8 @@ func (p *Pool) checkoutOne(ctx context.Context, address string, fresh bool) (*Co
 				pay = false
 				continue
 			}
-			if err == nil && p.trace != nil {
-				p.traceGot(c, waitedSince)
+			if err == nil && p.observed {
+				p.checkedOut(c, waitedSince)
 			}
 			return c, err
 		default:
@@ -506,8 +517,8 @@ func (p *Pool) checkoutOne(ctx context.Context, address string, fresh bool) (*Co
 				return nil, err
 			}
 			c, err := p.dialFor(ctx, b, gen)
-			if err == nil && p.trace != nil {
-				p.traceGot(c, waitedSince)
+			if err == nil && p.observed {
+				p.checkedOut(c, waitedSince)
 			}
 			return c, err
 		}

@@ -180,11 +180,15 @@ func closes(conns []io.Closer, pc *pconn) bool {
 	return false
 }
 
-// traceGot calls the GotConn hook for c, which a checkout that started
-// waiting at waitedSince (zero if it did not) is about to return. If the
-// hook panics, c goes back to the pool first.
-func (p *Pool) traceGot(c *Conn, waitedSince time.Time) {
-	if p.trace.GotConn == nil {
+// checkedOut notes c, which a checkout that started waiting at
+// waitedSince (zero if it did not) is about to return, for leak detection,
+// and calls the GotConn hook. If the hook panics, c goes back to the pool
+// first.
+func (p *Pool) checkedOut(c *Conn, waitedSince time.Time) {
+	if p.leaks != nil {
+		p.leaks.add(c, p.clock()) // exact: a coarse reading could be a tick early
+	}
+	if p.trace == nil || p.trace.GotConn == nil {
 		return
 	}
 	info := GotConnInfo{Address: c.info.b.address, Reused: c.reused, WasIdle: c.reused && !c.handedOver, IdleTime: time.Duration(c.idle)}

@@ -94,6 +94,9 @@ type (
 	GotConnInfo = connpool.GotConnInfo
 	// CloseReason says why the pool closed a value, for Trace.ConnClosed.
 	CloseReason = connpool.CloseReason
+	// LeakReport describes a lease held past the threshold of
+	// [WithLeakDetection].
+	LeakReport = connpool.LeakReport
 )
 
 // Pool keeps idle values of type T per destination address. It is safe for

@@ -107,3 +107,11 @@ func WithShared(maxConcurrent int) Option {
 // connpool.Trace, which says in what order they run and what a panicking
 // hook does. A nil t means none.
 func WithTrace(t *Trace) Option { return Option{connpool.WithTrace(t)} }
+
+// WithLeakDetection reports each lease held for longer than threshold,
+// once, with its address and the stack of the Get that took it. See
+// connpool.WithLeakDetection for its cost and timing. 0, the default, is
+// off.
+func WithLeakDetection(threshold time.Duration, report func(LeakReport)) Option {
+	return Option{connpool.WithLeakDetection(threshold, report)}
+}
