@@ -232,8 +232,8 @@ type Pool struct {
 	trace       *Trace       // WithTrace's hooks; nil for none
 	leaks       *leakTracker // WithLeakDetection's; nil for none
 	observed    bool         // trace or leaks is set: checkouts report to them
-	lru         *idleLRU  // nil without WithMaxIdle and WithMaxTotal
-	total       *totalCap // nil without WithMaxTotal
+	lru         *idleLRU     // nil without WithMaxIdle and WithMaxTotal
+	total       *totalCap    // nil without WithMaxTotal
 
 	liveness    bool                  // the built-in check is on
 	validator   func(io.Closer) error // nil for none
