@@ -53,8 +53,6 @@ var policies = map[string]func([]balancer.Endpoint, ...balancer.Option) balancer
 	},
 }
 
-// stater is implemented by every policy of the balancer package.
-type stater interface{ States() []balancer.State }
 
 func main() {
 	names := make([]string, 0, len(policies))
@@ -90,6 +88,7 @@ type backend struct {
 	mu        sync.Mutex // protects latencies
 	latencies []time.Duration
 	requests  atomic.Int64
+	ejections atomic.Int64
 }
 
 func run(concurrency int, duration time.Duration, newBalancer func([]balancer.Endpoint, ...balancer.Option) balancer.Balancer, policy, backendList string) int {
@@ -123,8 +122,23 @@ func run(concurrency int, duration time.Duration, newBalancer func([]balancer.En
 		eps = append(eps, balancer.Endpoint{Address: b.addr})
 		byAddr[b.addr] = b
 	}
+	// Ejections and re-admissions are printed by the balancer's trace
+	// hooks, as they happen.
+	start := time.Now()
+	trace := &balancer.Trace{
+		Ejected: func(e balancer.EjectionInfo) {
+			if b := byAddr[e.Address]; b != nil {
+				b.ejections.Add(1)
+			}
+			fmt.Printf("%5.1fs  backend %s ejected for %.1fs (%s)\n",
+				time.Since(start).Seconds(), e.Address, e.Duration.Seconds(), strings.ReplaceAll(string(e.Reason), "_", " "))
+		},
+		Readmitted: func(addr string, out time.Duration) {
+			fmt.Printf("%5.1fs  backend %s re-admitted after %.1fs\n", time.Since(start).Seconds(), addr, out.Seconds())
+		},
+	}
 	bal := newBalancer(nil, balancer.WithEjection(3, time.Second, 4*time.Second))
-	bp := balancer.NewPool(pool, bal)
+	bp := balancer.NewPool(pool, bal, balancer.WithTrace(trace))
 	bp.Update(eps)
 
 	fmt.Printf("connpool-demo: %d backends, policy %s, %d clients, %v\n", len(backends), policy, concurrency, duration)
@@ -178,10 +192,7 @@ func run(concurrency int, duration time.Duration, newBalancer func([]balancer.En
 	victim := backends[len(backends)-1]
 	stopAt, restartAt := time.Now().Add(duration/3), time.Now().Add(duration/2)
 	stopped, restarted := false, false
-	wasEjected := map[string]bool{}
-	ejections := map[string]int{}
 	tick := time.NewTicker(time.Second)
-	start := time.Now()
 	var last int64
 	for now := range tick.C {
 		if !stopped && victim.server != nil && now.After(stopAt) {
@@ -196,19 +207,6 @@ func run(concurrency int, duration time.Duration, newBalancer func([]balancer.En
 				fmt.Printf("%5.1fs  restarted backend %s\n", time.Since(start).Seconds(), victim.addr)
 			}
 			restarted = true
-		}
-		if st, ok := bal.(stater); ok {
-			for _, s := range st.States() {
-				if s.Ejected != wasEjected[s.Address] {
-					verb := "re-admitted"
-					if s.Ejected {
-						verb = fmt.Sprintf("ejected for %.1fs", time.Until(s.EjectedUntil).Seconds())
-						ejections[s.Address]++
-					}
-					fmt.Printf("%5.1fs  backend %s %s\n", time.Since(start).Seconds(), s.Address, verb)
-					wasEjected[s.Address] = s.Ejected
-				}
-			}
 		}
 		n := done.Load()
 		s := pool.Stats()
@@ -241,7 +239,7 @@ func run(concurrency int, duration time.Duration, newBalancer func([]balancer.En
 				dials = d.Dials
 			}
 		}
-		fmt.Printf("%-22s %9d %10v %10v %7d %10d\n", b.addr, b.requests.Load(), round(p50), round(p99), dials, ejections[b.addr])
+		fmt.Printf("%-22s %9d %10v %10v %7d %10d\n", b.addr, b.requests.Load(), round(p50), round(p99), dials, b.ejections.Load())
 	}
 	s := pool.Stats()
 	fmt.Printf("\npool: total %d, idle %d, in use %d; dials %d, dial errors %d, reuses %d, dead at checkout %d, released %d\n",
