@@ -53,7 +53,6 @@ var policies = map[string]func([]balancer.Endpoint, ...balancer.Option) balancer
 	},
 }
 
-
 func main() {
 	names := make([]string, 0, len(policies))
 	for name := range policies {
