@@ -540,3 +540,58 @@ func BenchmarkGetCloseTrace(b *testing.B) {
 		})
 	}
 }
+
+// TestHooksRunOutsideLocks has every hook call back into the pool, which
+// would deadlock if a hook ran under one of its locks, and blocks one
+// address's hook while another address is served.
+func TestHooksRunOutsideLocks(t *testing.T) {
+	var p *connpool.Pool
+	var calls atomic.Int64
+	reenter := func() {
+		calls.Add(1)
+		_ = p.Stats()
+	}
+	release := make(chan struct{})
+	blocked := make(chan struct{})
+	tr := &connpool.Trace{
+		DialStart: func(string) { reenter() },
+		DialDone:  func(string, time.Duration, error) { reenter() },
+		WaitStart: func(string) { reenter() },
+		WaitDone:  func(string, time.Duration, error) { reenter() },
+		GotConn: func(i connpool.GotConnInfo) {
+			reenter()
+			if i.Address == "slow" {
+				close(blocked)
+				<-release
+			}
+		},
+		PutConn:    func(string) { reenter() },
+		ConnClosed: func(string, connpool.CloseReason) { reenter() },
+	}
+	d := &testnet.FakeDialer{}
+	p = newPool(t, d.Dial, 1, time.Minute, connpool.WithMaxActive(1), connpool.WithMaxIdle(1),
+		connpool.WithWaitTimeout(time.Millisecond), connpool.WithTrace(tr))
+
+	slow := make(chan net.Conn)
+	go func() {
+		c, err := p.Get("slow")
+		assert.NoError(t, err)
+		slow <- c
+	}()
+	<-blocked
+	// The slow address's hook holds its goroutine; other addresses go on,
+	// and so do the other hooks.
+	for _, a := range []string{"a", "b", "a", "b"} { // the idle cap of 1 evicts
+		c, err := p.Get(a)
+		require.NoError(t, err)
+		_, err = p.Get(a) // at the limit: waits, times out
+		require.ErrorIs(t, err, connpool.ErrExhausted)
+		require.NoError(t, c.Close())
+	}
+	c, err := p.Get("a")
+	require.NoError(t, err)
+	require.NoError(t, c.(*connpool.Conn).Release())
+	close(release)
+	require.NoError(t, (<-slow).Close())
+	assert.Greater(t, calls.Load(), int64(20))
+}
