@@ -35,9 +35,10 @@ type Conn struct {
 	reused bool
 	probed bool // pc.probe.applies(), kept here so that Get need not read pc again
 	shared bool // a lease on a value that other leases may share (shared.go)
-	// handedOver is set on a reused conn that a holder's Close handed
-	// straight to a waiting checkout, rather than one from the idle stack.
-	handedOver bool
+	// notIdle is set on a reused conn that did not come from the idle
+	// stack: a holder's Close handed it straight to this waiting
+	// checkout, or it is a share of a value in use (shared.go).
+	notIdle bool
 	// io records whether a byte was written (sent) or read (received)
 	// through this handle, for Do's retry rules. Read and Write may run
 	// concurrently, hence an atomic; each sets its bit once. With the four

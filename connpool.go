@@ -473,12 +473,12 @@ func (p *Pool) checkoutOne(ctx context.Context, address string, fresh bool) (*Co
 		return nil, ErrClosed
 	}
 	b := p.buckets.lookup(address)
-	// waitedSince is when the checkout first waited, at WithMaxActive or
+	// span.since is when the checkout first waited, at WithMaxActive or
 	// WithMaxTotal: a checkout that starts over waits for what is left of
 	// WithWaitTimeout, and counts once in WaitCount.
-	var waitedSince time.Time
+	var span waitSpan
 	for pay := true; ; {
-		c, w, gen, err := b.acquire(fresh, pay, !waitedSince.IsZero())
+		c, w, gen, err := b.acquire(fresh, pay, !span.since.IsZero())
 		switch {
 		case err == errBucketDropped:
 			// A dropped bucket's budget is gone with it: pay into the
@@ -492,25 +492,24 @@ func (p *Pool) checkoutOne(ctx context.Context, address string, fresh bool) (*Co
 				continue // discarded: try the next idle conn, or dial
 			}
 			if p.observed {
-				p.checkedOut(c, waitedSince)
+				p.checkedOut(c, &span)
 			}
 			return c, nil
 		case w != nil:
-			if waitedSince.IsZero() {
-				waitedSince = time.Now()
+			if span.since.IsZero() {
+				span.since = time.Now()
 			}
-			c, err := p.wait(ctx, b, w, waitedSince)
+			c, err := p.wait(ctx, b, w, &span)
 			if err == errStartOver {
 				pay = false
 				continue
 			}
 			if err == nil && p.observed {
-				p.checkedOut(c, waitedSince)
+				p.checkedOut(c, &span)
 			}
 			return c, err
 		default:
-			var err error
-			if waitedSince, err = p.reserveTotal(ctx, b, waitedSince); err == errStartOver {
+			if err := p.reserveTotal(ctx, b, &span); err == errStartOver {
 				pay = false // it waited at the cap, and counted
 				continue
 			} else if err != nil {
@@ -518,7 +517,7 @@ func (p *Pool) checkoutOne(ctx context.Context, address string, fresh bool) (*Co
 			}
 			c, err := p.dialFor(ctx, b, gen)
 			if err == nil && p.observed {
-				p.checkedOut(c, waitedSince)
+				p.checkedOut(c, &span)
 			}
 			return c, err
 		}
@@ -564,15 +563,17 @@ func (p *Pool) validate(c *Conn, pc *pconn) bool {
 
 // wait parks a checkout at an address at its active cap until it is handed
 // a conn or a slot, the pool closes, ctx ends or the wait timeout runs out.
-// since is when the checkout first waited: the timeout counts from then.
-func (p *Pool) wait(ctx context.Context, b *bucket, w *waiter, since time.Time) (*Conn, error) {
+// span.since is when the checkout first waited: the timeout counts from
+// then. wait sets span.end when its wait, and any wait at the WithMaxTotal
+// cap after it, ends.
+func (p *Pool) wait(ctx context.Context, b *bucket, w *waiter, span *waitSpan) (*Conn, error) {
 	start := time.Now()
 	if p.trace != nil {
 		p.traceWaitStart(b, func() { b.giveUp(w, time.Since(start)) })
 	}
 	var expired <-chan time.Time
 	if p.waitTimeout > 0 {
-		t := time.NewTimer(p.waitTimeout - start.Sub(since))
+		t := time.NewTimer(p.waitTimeout - start.Sub(span.since))
 		defer t.Stop()
 		expired = t.C
 	}
@@ -580,24 +581,25 @@ func (p *Pool) wait(ctx context.Context, b *bucket, w *waiter, since time.Time) 
 	var err error
 	select {
 	case d = <-w.ch:
-		b.waited(time.Since(start))
 	case <-ctx.Done():
 		err = ctx.Err()
 	case <-expired:
 		err = ErrExhausted
 	}
+	span.end = time.Now()
+	waited := span.end.Sub(start)
 	if err != nil {
-		waited := time.Since(start)
 		b.giveUp(w, waited)
 		if p.trace != nil {
 			p.traceWaitDone(b, waited, err, nil)
 		}
 		return nil, err
 	}
+	b.waited(waited)
 	if p.trace != nil {
 		// Should the hook panic, the delivery goes back on w, and w
 		// gives up as if it had never got it.
-		p.traceWaitDone(b, time.Since(start), d.err, func() { w.ch <- d; b.giveUp(w, 0) })
+		p.traceWaitDone(b, waited, d.err, func() { w.ch <- d; b.giveUp(w, 0) })
 	}
 	switch {
 	case d.c != nil:
@@ -606,7 +608,7 @@ func (p *Pool) wait(ctx context.Context, b *bucket, w *waiter, since time.Time) 
 		}
 		return d.c, nil
 	case d.grant:
-		if _, err := p.reserveTotal(ctx, b, since); err != nil {
+		if err := p.reserveTotal(ctx, b, span); err != nil {
 			return nil, err
 		}
 		return p.dialFor(ctx, b, d.gen)
@@ -643,13 +645,17 @@ func (p *Pool) Close() error {
 	for _, d := range drained {
 		result = multierror.Append(result, closeEach(d.conns))
 		d.b.freeClosed(len(d.conns))
-		d.b.traceClosed(d.conns)
 	}
 	// Every bucket, and the registry, was locked above after the pool was
 	// marked closed, so no closing goroutine or snapshot build can start
 	// now.
 	p.closers.Wait()
 	p.buckets.builds.Wait()
+	// Last, once every conn is closed: a hook that panics leaves nothing
+	// undone.
+	for _, d := range drained {
+		d.b.traceClosed(d.conns)
+	}
 	return result.ErrorOrNil()
 }
 

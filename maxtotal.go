@@ -99,14 +99,14 @@ func (p *Pool) releaseTotal(n int) {
 // not get one: the pool closed, ctx ended or the wait timeout ran out. The
 // caller holds a reservation on b (b.dialing counts it), and no lock.
 //
-// waitedSince is when the checkout started waiting at b's WithMaxActive
+// span.since is when the checkout started waiting at b's WithMaxActive
 // limit, or zero if it did not: a checkout waits at most WithWaitTimeout
-// in all, and counts once in WaitCount. waitTotal returns when the
-// checkout first waited: waitedSince, or the start of its wait here if it
-// waited here first. In shared mode a share that frees at b's address ends
-// the wait with errStartOver: the checkout gives its reservation back and
-// starts over, to take the share.
-func (p *Pool) waitTotal(ctx context.Context, b *bucket, waitedSince time.Time) (time.Time, error) {
+// in all, and counts once in WaitCount. If the checkout waits here,
+// waitTotal sets span.since, if it was zero, to the start of this wait,
+// and span.end to its end. In shared mode a share that frees at b's
+// address ends the wait with errStartOver: the checkout gives its
+// reservation back and starts over, to take the share.
+func (p *Pool) waitTotal(ctx context.Context, b *bucket, span *waitSpan) error {
 	var freed <-chan struct{} // closes when a share frees at b's address
 	if p.shares > 0 {
 		b.mu.Lock()
@@ -114,7 +114,7 @@ func (p *Pool) waitTotal(ctx context.Context, b *bucket, waitedSince time.Time) 
 		freed = b.shareFreedLocked()
 		b.mu.Unlock()
 		if share { // freed since the checkout looked
-			return waitedSince, errStartOver
+			return errStartOver
 		}
 	}
 	t := p.total
@@ -122,7 +122,7 @@ func (p *Pool) waitTotal(ctx context.Context, b *bucket, waitedSince time.Time) 
 	if t.open < t.max && t.queue.len() == 0 {
 		t.open++
 		t.mu.Unlock()
-		return waitedSince, nil
+		return nil
 	}
 	w := &waiter{ch: make(chan delivery, 1)}
 	t.queue.pushBack(w)
@@ -131,9 +131,9 @@ func (p *Pool) waitTotal(ctx context.Context, b *bucket, waitedSince time.Time) 
 
 	start := time.Now()
 	b.mu.Lock()
-	if waitedSince.IsZero() {
+	if span.since.IsZero() {
 		b.coldLocked().counters.WaitCount++
-		waitedSince = start
+		span.since = start
 	}
 	b.mu.Unlock()
 	if p.trace != nil {
@@ -154,7 +154,7 @@ func (p *Pool) waitTotal(ctx context.Context, b *bucket, waitedSince time.Time) 
 
 	var expired <-chan time.Time
 	if p.waitTimeout > 0 {
-		timer := time.NewTimer(p.waitTimeout - start.Sub(waitedSince))
+		timer := time.NewTimer(p.waitTimeout - start.Sub(span.since))
 		defer timer.Stop()
 		expired = timer.C
 	}
@@ -173,8 +173,9 @@ func (p *Pool) waitTotal(ctx context.Context, b *bucket, waitedSince time.Time) 
 	if err != nil {
 		t.leave(w)
 	}
+	span.end = time.Now()
 	p.lru.capWanted(int(t.waiting.Load()))
-	waited := time.Since(start)
+	waited := span.end.Sub(start)
 	b.waited(waited)
 	if p.trace != nil {
 		reported := err
@@ -192,7 +193,7 @@ func (p *Pool) waitTotal(ctx context.Context, b *bucket, waitedSince time.Time) 
 			b.mu.Unlock()
 		})
 	}
-	return waitedSince, err
+	return err
 }
 
 // leave takes w, a waiter that gives up, out of line, or passes on the
@@ -213,16 +214,16 @@ func (t *totalCap) leave(w *waiter) {
 // reserveTotal takes a slot of the WithMaxTotal cap for the dial that the
 // caller reserved on b, waiting at the cap; without the cap it does
 // nothing. If it gets none, it gives the reservation back and returns why.
-// waitedSince is as for waitTotal, and so is what it returns.
-func (p *Pool) reserveTotal(ctx context.Context, b *bucket, waitedSince time.Time) (time.Time, error) {
+// span is as for waitTotal.
+func (p *Pool) reserveTotal(ctx context.Context, b *bucket, span *waitSpan) error {
 	if p.total == nil {
-		return waitedSince, nil
+		return nil
 	}
-	waitedSince, err := p.waitTotal(ctx, b, waitedSince)
+	err := p.waitTotal(ctx, b, span)
 	if err != nil {
 		b.mu.Lock()
 		b.cancelDialLocked()
 		b.mu.Unlock()
 	}
-	return waitedSince, err
+	return err
 }

@@ -110,7 +110,7 @@ func (b *bucket) lendLocked(sv *sharedValue) *Conn {
 		b.cold.peakLeases = sv.load
 	}
 	c := b.newConnLocked(sv.pc, sv.pc.info)
-	c.reused, c.shared, c.probed = true, true, false
+	c.reused, c.notIdle, c.shared, c.probed = true, true, true, false
 	return c
 }
 
@@ -189,12 +189,16 @@ func (b *bucket) unshare(pc *pconn) error {
 	if now > b.now {
 		b.now = now
 	}
-	toClose, victim := b.unshareLocked(pc)
+	toClose, victim, last := b.unshareLocked(pc)
 	b.mu.Unlock()
 	if victim != nil {
 		victim.b.evict(victim)
 	}
-	return b.closeDiscarded(toClose)
+	err := b.closeDiscarded(toClose)
+	if t := b.pool.trace; last && t != nil && t.PutConn != nil && !closes(toClose, pc) {
+		t.PutConn(b.address)
+	}
+	return err
 }
 
 // unshareLocked ends a lease on pc: its share goes to the oldest checkout
@@ -202,8 +206,8 @@ func (b *bucket) unshare(pc *pconn) error {
 // value's count of leases goes down. At the last lease the value leaves
 // cold.shared: it is closed if it is out of rotation for a reason of its
 // own, or else goes to putLocked, as a returned conn does, with what that
-// returns.
-func (b *bucket) unshareLocked(pc *pconn) (toClose []io.Closer, victim *lruNode) {
+// returns; last reports that it did.
+func (b *bucket) unshareLocked(pc *pconn) (toClose []io.Closer, victim *lruNode, last bool) {
 	i := b.sharedLocked(pc)
 	sv := &b.cold.shared[i]
 	sv.load--
@@ -211,17 +215,18 @@ func (b *bucket) unshareLocked(pc *pconn) (toClose []io.Closer, victim *lruNode)
 		b.serveLocked(sv)
 	}
 	if sv.load > 0 {
-		return nil, nil
+		return nil, nil, false
 	}
 	done := *sv
 	b.removeSharedLocked(i)
 	switch {
 	case done.closed:
-		return nil, nil
+		return nil, nil, false
 	case done.reason != notCounted:
-		return b.discardLocked(nil, pc.v, done.reason), nil
+		return b.discardLocked(nil, pc.v, done.reason), nil, false
 	}
-	return b.putLocked(pc, pc.info)
+	toClose, victim = b.putLocked(pc, pc.info)
+	return toClose, victim, true
 }
 
 // removeSharedLocked takes the value at index i off cold.shared.

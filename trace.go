@@ -52,9 +52,10 @@ type Trace struct {
 	GotConn func(GotConnInfo)
 	// PutConn is called when a holder's Close gave a conn back to the
 	// pool: onto the idle stack or to a waiting checkout. A Close that
-	// closes the conn reports ConnClosed instead. The end of a lease on a
-	// value that other leases share (clientpool.WithShared) is not an
-	// event.
+	// closes the conn reports ConnClosed instead. In the shared mode of
+	// clientpool.WithShared, PutConn is called when the Close of a
+	// value's last lease gave the value back; the end of a lease that
+	// leaves others on the value is not an event.
 	PutConn func(address string)
 	// ConnClosed is called after the pool closed a conn of address, with
 	// the reason, which names the Stats counter that counted it.
@@ -78,7 +79,9 @@ type GotConnInfo struct {
 	// IdleTime is how long a reused conn sat idle, as [Conn.IdleTime]
 	// tells.
 	IdleTime time.Duration
-	// WaitTime is how long the checkout waited at limits, 0 if it did not.
+	// WaitTime is how long the checkout waited at limits, from the start
+	// of its first wait to the end of its last, 0 if it did not wait. The
+	// dial that may follow a wait is not part of it.
 	WaitTime time.Duration
 }
 
@@ -180,20 +183,25 @@ func closes(conns []io.Closer, pc *pconn) bool {
 	return false
 }
 
-// checkedOut notes c, which a checkout that started waiting at
-// waitedSince (zero if it did not) is about to return, for leak detection,
-// and calls the GotConn hook. If the hook panics, c goes back to the pool
-// first.
-func (p *Pool) checkedOut(c *Conn, waitedSince time.Time) {
+// waitSpan is when a checkout first waited at a limit and when its last
+// wait ended; both zero if it did not wait.
+type waitSpan struct {
+	since, end time.Time
+}
+
+// checkedOut notes c, which a checkout that waited over span is about to
+// return, for leak detection, and calls the GotConn hook. If the hook
+// panics, c goes back to the pool first.
+func (p *Pool) checkedOut(c *Conn, span *waitSpan) {
 	if p.leaks != nil {
 		p.leaks.add(c, p.clock()) // exact: a coarse reading could be a tick early
 	}
 	if p.trace == nil || p.trace.GotConn == nil {
 		return
 	}
-	info := GotConnInfo{Address: c.info.b.address, Reused: c.reused, WasIdle: c.reused && !c.handedOver, IdleTime: time.Duration(c.idle)}
-	if !waitedSince.IsZero() {
-		info.WaitTime = time.Since(waitedSince)
+	info := GotConnInfo{Address: c.info.b.address, Reused: c.reused, WasIdle: c.reused && !c.notIdle, IdleTime: time.Duration(c.idle)}
+	if !span.since.IsZero() {
+		info.WaitTime = span.end.Sub(span.since)
 	}
 	returned := false
 	defer func() {

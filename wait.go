@@ -116,7 +116,7 @@ func (b *bucket) handOffLocked(pc *pconn) bool {
 		return false
 	}
 	c := b.newConnLocked(pc, pc.info)
-	c.reused, c.handedOver = true, true
+	c.reused, c.notIdle = true, true
 	b.wakeLocked(w, delivery{c: c})
 	return true
 }
@@ -197,7 +197,8 @@ func (b *bucket) abandonLocked(w *waiter) (toClose []io.Closer, victim *lruNode)
 			return b.restoreIdleLocked(pc, d.c.info, d.since)
 		}
 		if d.c.shared {
-			return b.unshareLocked(d.c.end())
+			toClose, victim, _ := b.unshareLocked(d.c.end())
+			return toClose, victim
 		}
 		return b.putLocked(d.c.end(), d.c.info)
 	case d.grant:

@@ -30,6 +30,7 @@ type endpointSet struct {
 	byAddr  map[string]*endpoint
 	ejected int           // endpoints of byAddr that are ejected
 	pending []healthEvent // for the trace, once mu is released
+	held    int           // Pool Updates holding pending back (holdReports)
 }
 
 // snapshot is an immutable view of the endpoints for picks.

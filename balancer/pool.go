@@ -87,8 +87,8 @@ func NewPool(p *connpool.Pool, b Balancer, opts ...PoolOption) *Pool {
 	for _, opt := range opts {
 		opt(bp)
 	}
-	if tb, ok := b.(traced); ok && bp.trace != nil {
-		tb.endpoints().trace.Store(bp.trace)
+	if tb, ok := b.(traced); ok {
+		tb.endpoints().trace.Store(bp.trace) // nil detaches an earlier Pool's
 	}
 	return bp
 }
@@ -205,15 +205,36 @@ func (bp *Pool) pickExcluding(ctx context.Context, failed []string) (string, fun
 }
 
 // Update sets the endpoints of the balancer and drains the addresses that
-// left from the connection pool, after releasing its lock.
+// left from the connection pool, after releasing its lock. Ejections and
+// re-admissions the Update makes are reported to the trace last, outside
+// every lock.
 func (bp *Pool) Update(endpoints []Endpoint) {
+	removed, events := bp.update(endpoints)
+	// Outside the lock: Drain closes sockets. A conn checked out to a
+	// removed address after this is not pooled either (see Conn.Close).
+	for _, addr := range removed {
+		bp.retireIfGone(addr) // unless a later Update put it back meanwhile
+	}
+	if s := bp.set(); s != nil {
+		s.report(events)
+	}
+}
+
+// update serves Update under bp.mu: it returns the addresses that left
+// the set, and the health events of the balancer's Update, held back from
+// its trace until bp.mu is released.
+func (bp *Pool) update(endpoints []Endpoint) (removed []string, events []healthEvent) {
 	bp.mu.Lock()
+	defer bp.mu.Unlock()
+	if s := bp.set(); s != nil {
+		s.holdReports()
+		defer func() { events = s.releaseReports() }()
+	}
 	bp.b.Update(endpoints)
 	next := make(map[string]bool, len(endpoints))
 	for _, ep := range clean(endpoints) {
 		next[ep.Address] = true
 	}
-	var removed []string
 	if prev := bp.addrs.Load(); prev != nil {
 		for addr := range *prev {
 			if !next[addr] {
@@ -222,13 +243,16 @@ func (bp *Pool) Update(endpoints []Endpoint) {
 		}
 	}
 	bp.addrs.Store(&next)
-	bp.mu.Unlock()
+	return removed, nil
+}
 
-	// Outside the lock: Drain closes sockets. A conn checked out to a
-	// removed address after this is not pooled either (see Conn.Close).
-	for _, addr := range removed {
-		bp.retireIfGone(addr) // unless a later Update put it back meanwhile
+// set returns the endpoint set of a balancer of this package whose trace
+// is set, or nil.
+func (bp *Pool) set() *endpointSet {
+	if tb, ok := bp.b.(traced); ok && bp.trace != nil {
+		return tb.endpoints()
 	}
+	return nil
 }
 
 // retireIfGone drains addr again if it left the set: a checkout that picked

@@ -93,11 +93,43 @@ func (s *endpointSet) noteLocked(ev healthEvent) {
 	}
 }
 
-// unlockAndReport releases s.mu and reports the events noted under it.
+// unlockAndReport releases s.mu and reports the events noted under it,
+// unless a Pool's Update holds them back (holdReports).
 func (s *endpointSet) unlockAndReport() {
+	var events []healthEvent
+	if s.held == 0 {
+		events = s.pending
+		s.pending = nil
+	}
+	s.mu.Unlock()
+	s.report(events)
+}
+
+// holdReports makes the set keep the events it notes until
+// releaseReports, so that a Pool's Update can report them once its own
+// lock is released.
+func (s *endpointSet) holdReports() {
+	s.mu.Lock()
+	s.held++
+	s.mu.Unlock()
+}
+
+// releaseReports ends a holdReports and returns the events held back, for
+// the caller to report.
+func (s *endpointSet) releaseReports() []healthEvent {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.held--
+	if s.held > 0 {
+		return nil
+	}
 	events := s.pending
 	s.pending = nil
-	s.mu.Unlock()
+	return events
+}
+
+// report calls the trace's hooks for events. The caller holds no lock.
+func (s *endpointSet) report(events []healthEvent) {
 	t := s.trace.Load()
 	if t == nil {
 		return
