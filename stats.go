@@ -89,27 +89,57 @@ const notCounted = ClosePoolClosed
 
 // count adds one conn closed for r to c.
 func (c *Counters) count(r CloseReason) {
+	if n := c.closed(r); n != nil {
+		*n++
+	}
+}
+
+// closed returns the counter of conns closed for r, or nil for
+// ClosePoolClosed, which no counter counts.
+func (c *Counters) closed(r CloseReason) *int64 {
 	switch r {
 	case CloseIdleTimeout:
-		c.ClosedIdleTimeout++
+		return &c.ClosedIdleTimeout
 	case CloseMaxLifetime:
-		c.ClosedMaxLifetime++
+		return &c.ClosedMaxLifetime
 	case CloseBucketFull:
-		c.ClosedBucketFull++
+		return &c.ClosedBucketFull
 	case CloseIdleCapEvicted:
-		c.ClosedIdleCapEvicted++
+		return &c.ClosedIdleCapEvicted
 	case CloseForNew:
-		c.ClosedForNew++
+		return &c.ClosedForNew
 	case CloseDrained:
-		c.ClosedDrained++
+		return &c.ClosedDrained
 	case CloseDeadAtCheckout:
-		c.ClosedDeadAtCheckout++
+		return &c.ClosedDeadAtCheckout
 	case CloseDeadWhileIdle:
-		c.ClosedDeadWhileIdle++
+		return &c.ClosedDeadWhileIdle
 	case CloseValidatorFailed:
-		c.ClosedValidatorFailed++
+		return &c.ClosedValidatorFailed
 	case CloseReleased:
-		c.Released++
+		return &c.Released
+	}
+	return nil
+}
+
+// Closed returns how many conns were closed for r: the counter that r
+// names, such as ClosedIdleTimeout for [CloseIdleTimeout], or 0 for
+// [ClosePoolClosed], which no counter counts. Exporters use it with
+// [CountedCloseReasons] to label closes by reason.
+func (c Counters) Closed(r CloseReason) int64 {
+	if n := c.closed(r); n != nil {
+		return *n
+	}
+	return 0
+}
+
+// CountedCloseReasons returns the reasons that [Counters] count, one per
+// Closed… field and Released, in the order of the fields.
+func CountedCloseReasons() []CloseReason {
+	return []CloseReason{
+		CloseIdleTimeout, CloseMaxLifetime, CloseBucketFull, CloseIdleCapEvicted,
+		CloseDeadAtCheckout, CloseDeadWhileIdle, CloseValidatorFailed, CloseDrained,
+		CloseForNew, CloseReleased,
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"reflect"
 	"net"
 	"strings"
 	"sync"
@@ -310,18 +311,12 @@ func TestTraceEventsMatchStatsUnderLoad(t *testing.T) {
 	assert.Equal(t, checkouts.Load(), gotReused.Load()+gotNew.Load(), "GotConn once per checkout")
 	assert.Equal(t, waits.Load(), waitsDone.Load(), "every wait ends once")
 	assert.Equal(t, s.WaitCount, waits.Load(), "waits (each checkout waits at one limit here)")
-	for r, n := range map[connpool.CloseReason]int64{
-		connpool.CloseIdleTimeout:     s.ClosedIdleTimeout,
-		connpool.CloseBucketFull:      s.ClosedBucketFull,
-		connpool.CloseIdleCapEvicted:  s.ClosedIdleCapEvicted,
-		connpool.CloseForNew:          s.ClosedForNew,
-		connpool.CloseDrained:         s.ClosedDrained,
-		connpool.CloseReleased:        s.Released,
-		connpool.CloseDeadAtCheckout:  s.ClosedDeadAtCheckout,
-		connpool.CloseValidatorFailed: s.ClosedValidatorFailed,
-	} {
-		assert.Equal(t, n, closedFor(r), "closes for %s", r)
+	for _, r := range connpool.CountedCloseReasons() {
+		assert.Equal(t, s.Closed(r), closedFor(r), "closes for %s", r)
 	}
+	assert.Equal(t, s.ClosedBucketFull, s.Closed(connpool.CloseBucketFull))
+	assert.Equal(t, s.Released, s.Closed(connpool.CloseReleased))
+	assert.Zero(t, s.Closed(connpool.ClosePoolClosed))
 	var allClosed int64
 	closed.Range(func(_, v any) bool { allClosed += v.(*atomic.Int64).Load(); return true })
 	assert.Equal(t, dialOK.Load(), allClosed, "every dialed conn closed once")
@@ -594,4 +589,27 @@ func TestHooksRunOutsideLocks(t *testing.T) {
 	close(release)
 	require.NoError(t, (<-slow).Close())
 	assert.Greater(t, calls.Load(), int64(20))
+}
+
+// TestEveryCloseCounterHasOneReason gives each Closed… counter and
+// Released a value of its own and finds each, once, through the reasons.
+func TestEveryCloseCounterHasOneReason(t *testing.T) {
+	var c connpool.Counters
+	v := reflect.ValueOf(&c).Elem()
+	want := map[int64]string{}
+	for i := range v.NumField() {
+		name := v.Type().Field(i).Name
+		if strings.HasPrefix(name, "Closed") || name == "Released" {
+			v.Field(i).SetInt(int64(100 + i))
+			want[int64(100+i)] = name
+		}
+	}
+	got := map[int64]string{}
+	for _, r := range connpool.CountedCloseReasons() {
+		n := c.Closed(r)
+		require.Contains(t, want, n, "%s reads no counter", r)
+		require.NotContains(t, got, n, "%s and %s read one counter", r, got[n])
+		got[n] = r.String()
+	}
+	assert.Len(t, got, len(want), "a counter no reason reads")
 }

@@ -266,22 +266,8 @@ func (r *reporter) observeCounts(o metric.Observer, base []attribute.KeyValue, i
 	o.ObserveFloat64(r.waitTime, n.WaitDuration.Seconds(), set)
 	o.ObserveInt64(r.retries, n.Retries, set)
 	o.ObserveInt64(r.refused, n.RetryBudgetExhausted, set)
-	for _, c := range [...]struct {
-		reason connpool.CloseReason
-		n      int64
-	}{
-		{connpool.CloseIdleTimeout, n.ClosedIdleTimeout},
-		{connpool.CloseMaxLifetime, n.ClosedMaxLifetime},
-		{connpool.CloseBucketFull, n.ClosedBucketFull},
-		{connpool.CloseIdleCapEvicted, n.ClosedIdleCapEvicted},
-		{connpool.CloseDeadAtCheckout, n.ClosedDeadAtCheckout},
-		{connpool.CloseDeadWhileIdle, n.ClosedDeadWhileIdle},
-		{connpool.CloseValidatorFailed, n.ClosedValidatorFailed},
-		{connpool.CloseDrained, n.ClosedDrained},
-		{connpool.CloseForNew, n.ClosedForNew},
-		{connpool.CloseReleased, n.Released},
-	} {
-		o.ObserveInt64(r.closes, c.n, with(CloseReasonKey.String(c.reason.String())))
+	for _, reason := range connpool.CountedCloseReasons() {
+		o.ObserveInt64(r.closes, n.Closed(reason), with(CloseReasonKey.String(reason.String())))
 	}
 }
 

@@ -193,22 +193,8 @@ func (c *Collector) collectCounts(ch chan<- prometheus.Metric, total, idle, inUs
 	counter(c.waitSeconds, n.WaitDuration.Seconds())
 	counter(c.retries, float64(n.Retries))
 	counter(c.retryBudgetExhausted, float64(n.RetryBudgetExhausted))
-	for _, r := range [...]struct {
-		reason connpool.CloseReason
-		n      int64
-	}{
-		{connpool.CloseIdleTimeout, n.ClosedIdleTimeout},
-		{connpool.CloseMaxLifetime, n.ClosedMaxLifetime},
-		{connpool.CloseBucketFull, n.ClosedBucketFull},
-		{connpool.CloseIdleCapEvicted, n.ClosedIdleCapEvicted},
-		{connpool.CloseDeadAtCheckout, n.ClosedDeadAtCheckout},
-		{connpool.CloseDeadWhileIdle, n.ClosedDeadWhileIdle},
-		{connpool.CloseValidatorFailed, n.ClosedValidatorFailed},
-		{connpool.CloseDrained, n.ClosedDrained},
-		{connpool.CloseForNew, n.ClosedForNew},
-		{connpool.CloseReleased, n.Released},
-	} {
-		counter(c.closes, float64(r.n), r.reason.String())
+	for _, reason := range connpool.CountedCloseReasons() {
+		counter(c.closes, float64(n.Closed(reason)), reason.String())
 	}
 }
 
