@@ -1,7 +1,6 @@
 package connpool
 
 import (
-	"crypto/tls"
 	"errors"
 	"io"
 	"math"
@@ -21,8 +20,9 @@ var (
 // probe is how the built-in liveness check reaches an idle conn, or an
 // idle value of another kind, read once when it is dialed:
 //   - a value with a socket (a net.Conn that is a syscall.Conn, directly or
-//     under a *tls.Conn, a syscall.Conn, or a value whose NetConn method
-//     returns such a conn) is checked through the socket's file descriptor,
+//     under a wrapper with a NetConn method such as a *tls.Conn, a
+//     syscall.Conn, or a value whose NetConn method returns such a conn) is
+//     checked through the socket's file descriptor,
 //     with a single non-blocking system call, with no RawConn.Control
 //     around it (about 50 ns) and no allocation;
 //   - a value that tells when it closed (a Closed() <-chan struct{} method,
@@ -43,7 +43,7 @@ var (
 type probe struct {
 	fd       int32
 	kind     probeKind
-	tls      bool // the socket is under a *tls.Conn: unread bytes are expected
+	tls      bool // the socket is under a wrapper such as a *tls.Conn: unread bytes are expected
 	unblocks bool // the value has an Unblocked method
 	closes   bool // the value has a Closed method
 }
@@ -96,18 +96,27 @@ func newProbe(v io.Closer) probe {
 	return pr
 }
 
-// socketFD returns the file descriptor under nc, seeing through a
-// *tls.Conn, and whether it is one.
-func socketFD(nc net.Conn) (fd int32, isTLS, ok bool) {
-	if tc, isTC := nc.(*tls.Conn); isTC {
-		nc, isTLS = tc.NetConn(), true
+// socketFD returns the file descriptor under nc, seeing through a wrapper
+// that is no syscall.Conn itself but tells the conn it runs on with a
+// NetConn method, as *tls.Conn does, and whether nc is such a wrapper: one
+// that may buffer or expect bytes of its own (a TLS record, a session
+// ticket), so unread bytes do not mean a dead conn. Asking for the method
+// rather than the type keeps crypto/tls out of programs that do not use
+// it.
+func socketFD(nc net.Conn) (fd int32, wrapped, ok bool) {
+	if _, isSC := nc.(syscall.Conn); !isSC {
+		if w, isW := nc.(netConner); isW {
+			if nc, wrapped = w.NetConn(), true; nc == nil {
+				return 0, false, false
+			}
+		}
 	}
 	sc, ok := nc.(syscall.Conn)
 	if !ok {
 		return 0, false, false
 	}
 	fd, ok = syscallFD(sc)
-	return fd, isTLS, ok
+	return fd, wrapped, ok
 }
 
 // syscallFD returns the file descriptor of sc, if it is a socket and the

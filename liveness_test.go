@@ -4,7 +4,10 @@ package connpool
 
 import (
 	"crypto/tls"
+	"errors"
 	"net"
+	"os/exec"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -36,6 +39,34 @@ func TestProbeAppliesOnlyToConnsWithADescriptor(t *testing.T) {
 	assert.True(t, newProbe(wrapped{tcp}).applies(), "a wrapper embedding a TCP conn is checked")
 	tlsConn := tls.Client(tcp, &tls.Config{InsecureSkipVerify: true})
 	assert.Equal(t, probe{fd: newProbe(tcp).fd, kind: probeFD, tls: true}, newProbe(tlsConn), "a TLS conn is checked on its socket")
+	assert.Equal(t, probe{fd: newProbe(tcp).fd, kind: probeFD, tls: true}, newProbe(netConnWrapper{tcp}),
+		"any wrapper with a NetConn method is checked on its socket, as TLS is")
+	assert.False(t, newProbe(netConnWrapper{nil}).applies(), "a wrapper with no conn under it")
+}
+
+// netConnWrapper is a net.Conn over another that tells it with NetConn, as
+// *tls.Conn does, and is no syscall.Conn itself.
+type netConnWrapper struct{ nc net.Conn }
+
+func (w netConnWrapper) NetConn() net.Conn                  { return w.nc }
+func (w netConnWrapper) Read(p []byte) (int, error)         { return w.nc.Read(p) }
+func (w netConnWrapper) Write(p []byte) (int, error)        { return w.nc.Write(p) }
+func (w netConnWrapper) Close() error                       { return w.nc.Close() }
+func (w netConnWrapper) LocalAddr() net.Addr                { return w.nc.LocalAddr() }
+func (w netConnWrapper) RemoteAddr() net.Addr               { return w.nc.RemoteAddr() }
+func (w netConnWrapper) SetDeadline(t time.Time) error      { return w.nc.SetDeadline(t) }
+func (w netConnWrapper) SetReadDeadline(t time.Time) error  { return w.nc.SetReadDeadline(t) }
+func (w netConnWrapper) SetWriteDeadline(t time.Time) error { return w.nc.SetWriteDeadline(t) }
+
+// TestPackageDoesNotLinkCryptoTLS: TLS conns are recognised by a method,
+// so a program using the pool without TLS does not link crypto/tls.
+func TestPackageDoesNotLinkCryptoTLS(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", ".").Output()
+	if errors.Is(err, exec.ErrNotFound) {
+		t.Skip("no go tool")
+	}
+	require.NoError(t, err)
+	assert.NotContains(t, strings.Fields(string(out)), "crypto/tls")
 }
 
 func TestProbeSeesDataAndClose(t *testing.T) {
