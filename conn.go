@@ -204,6 +204,21 @@ func (c *Conn) release(now bool) error {
 	return c.info.b.release(pc.v)
 }
 
+// NetConn returns the net.Conn the pool dialed, under this handle, for
+// what the handle does not offer: TCP options (SetNoDelay, SetKeepAlive),
+// syscall.Conn, CloseWrite. It is valid only until Close or Release: the
+// socket then belongs to the pool and may go to another caller, so do not
+// keep it. It returns nil once the handle has ended. Closing it directly
+// closes the pooled socket under the pool: call Release instead.
+func (c *Conn) NetConn() net.Conn {
+	pc := c.load()
+	if pc == nil {
+		return nil
+	}
+	nc, _ := pc.v.(net.Conn)
+	return nc
+}
+
 // LocalAddr returns the local address of the connection. Addresses do not
 // change, so it answers even after Close or Release.
 func (c *Conn) LocalAddr() net.Addr {
