@@ -40,6 +40,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -656,18 +657,41 @@ func (p *Pool) Close() error {
 	for _, d := range drained {
 		d.b.traceClosed(d.conns)
 	}
-	return result.ErrorOrNil()
+	return combined("close", result)
 }
 
 // closeEach closes conns and returns their close errors combined, or nil.
-func closeEach(conns []io.Closer) error {
+func closeEach(conns []io.Closer) *multierror.Error {
 	var result *multierror.Error
 	for _, v := range conns {
 		if err := v.Close(); err != nil {
 			result = multierror.Append(result, err)
 		}
 	}
-	return result.ErrorOrNil()
+	return result
+}
+
+// combined returns the errors of m, gathered by the pool's method what
+// (Close, Drain, Warm), as one error, or nil if there are none. It stays a
+// *multierror.Error, so errors.Is and errors.As see each of them, but
+// reads on one line: "connpool: close: broken pipe", or "connpool: warm: 2
+// errors: dial 10.0.0.7:11211: connection refused; context deadline
+// exceeded".
+func combined(what string, m *multierror.Error) error {
+	if m == nil || len(m.Errors) == 0 {
+		return nil
+	}
+	m.ErrorFormat = func(errs []error) string {
+		msgs := make([]string, len(errs))
+		for i, err := range errs {
+			msgs[i] = strings.TrimPrefix(err.Error(), "connpool: ")
+		}
+		if len(msgs) == 1 {
+			return "connpool: " + what + ": " + msgs[0]
+		}
+		return fmt.Sprintf("connpool: %s: %d errors: %s", what, len(msgs), strings.Join(msgs, "; "))
+	}
+	return m
 }
 
 // lifetimeDeadline returns the clock reading at which a conn dialed at now

@@ -371,7 +371,39 @@ func TestPoolCloseReturnsIdleCloseErrorsCombined(t *testing.T) {
 	require.Error(t, err)
 	assert.ErrorContains(t, err, "close 1 failed")
 	assert.ErrorContains(t, err, "close 2 failed")
+	assert.Regexp(t, `^connpool: close: 2 errors: close \d failed; close \d failed$`, err.Error(), "one line, with the package's prefix")
 	assert.EqualValues(t, 0, d.Open())
+}
+
+// The combined errors of Drain and Warm read on one line with the
+// package's prefix, and errors.Is sees each of them.
+func TestCombinedErrorsReadOnOneLineAndUnwrap(t *testing.T) {
+	var d testnet.FakeDialer
+	broken := errors.New("broken pipe")
+	refused := errors.New("connection refused")
+	dial := func(address string) (net.Conn, error) {
+		if address == "down:1" {
+			return nil, refused
+		}
+		c, _ := d.Dial(address)
+		return failingCloseConn{Conn: c, err: broken}, nil
+	}
+	p := newPool(t, dial, 8, 0)
+	c, err := p.Get("a:1")
+	require.NoError(t, err)
+	require.NoError(t, c.Close())
+
+	err = p.Drain("a:1")
+	require.ErrorIs(t, err, broken)
+	assert.Equal(t, "connpool: drain: broken pipe", err.Error())
+
+	err = p.Warm(context.Background(), "down:1", 2)
+	require.ErrorIs(t, err, refused)
+	var de *connpool.DialError
+	require.ErrorAs(t, err, &de)
+	assert.Equal(t, "down:1", de.Address)
+	assert.Equal(t, "connpool: warm: 2 errors: dial down:1: connection refused; dial down:1: connection refused", err.Error())
+	assert.NotContains(t, err.Error(), "\n")
 }
 
 // Regression: a dial returning (nil, nil) made the predecessor panic later.

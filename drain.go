@@ -48,10 +48,10 @@ func (p *Pool) Drain(address string) error {
 	clear(idle)
 	b.mu.Unlock()
 
-	err := closeEach(toClose)
+	errs := closeEach(toClose)
 	if len(toClose) > 0 {
 		b.freeClosed(len(toClose))
 		b.traceClosed(toClose)
 	}
-	return err
+	return combined("drain", errs)
 }

@@ -100,7 +100,7 @@ launch:
 	if err := ctx.Err(); err != nil {
 		errs = multierror.Append(errs, err)
 	}
-	return errs.ErrorOrNil()
+	return combined("warm", errs)
 }
 
 // errWarmEnough tells Warm to stop: the address has enough idle conns and
