@@ -23,14 +23,17 @@
 // addresses with least-recently-used eviction, and [WithMaxLifetime] retires
 // conns by age.
 //
-// # Locking
-//
-// Lock order: registry.mu, then bucket.mu, then idleLRU.mu or
-// retryFloor.mu. A goroutine holds
-// at most one bucket.mu at a time. No lock is ever held while dialing or
-// closing a socket: conns to close are collected under the lock and closed
-// after it is released.
+// [Pool.Stats] counts what happened to the conns of every address;
+// [WithTrace] reports each event as it happens, and [WithLeakDetection]
+// reports conns checked out and never returned.
 package connpool
+
+// Locking, for maintainers (docs/design.md describes the whole engine):
+// the lock order is registry.mu, then bucket.mu, then idleLRU.mu,
+// retryFloor.mu or totalCap.mu. A goroutine holds at most one bucket.mu at
+// a time. No lock is ever held while dialing or closing a socket: conns to
+// close are collected under the lock and closed after it is released.
+// Trace hooks and leak reports run outside every lock.
 
 import (
 	"context"
