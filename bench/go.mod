@@ -1,6 +1,6 @@
 module github.com/seed73091bf1/connpool/bench
 
-go 1.25
+go 1.25.0
 
 require (
 	github.com/buraksezer/connpool v0.6.0
@@ -21,7 +21,7 @@ require (
 	github.com/zeebo/errs v1.2.2 // indirect
 	go.yaml.in/yaml/v3 v3.0.5 // indirect
 	golang.org/x/sync v0.1.0 // indirect
-	golang.org/x/sys v0.0.0-20190422165155-953cdadca894 // indirect
+	golang.org/x/sys v0.47.0 // indirect
 )
 
 replace github.com/seed73091bf1/connpool => ../
