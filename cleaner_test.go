@@ -16,7 +16,7 @@ import (
 // The tests in this file run in a synctest bubble: time is virtual, so they
 // check the cleaner's timing exactly without waiting for it.
 
-func TestCleanerClosesExpiredIdleConnsWithinOneAndAHalfTimeouts(t *testing.T) {
+func TestCleanerClosesExpiredIdleConnsWithinOneAndAQuarterTimeouts(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		const timeout = 40 * time.Millisecond
 		var d testnet.FakeDialer
@@ -31,9 +31,9 @@ func TestCleanerClosesExpiredIdleConnsWithinOneAndAHalfTimeouts(t *testing.T) {
 		assert.EqualValues(t, 3, d.Open(), "conns must not be closed before the timeout")
 		assert.EqualValues(t, 3, p.Stats().Idle)
 
-		time.Sleep(timeout*3/2 - timeout*9/10)
+		time.Sleep(timeout*5/4 - timeout*9/10)
 		synctest.Wait()
-		assert.EqualValues(t, 0, d.Open(), "conns must be closed within 1.5 × timeout")
+		assert.EqualValues(t, 0, d.Open(), "conns must be closed within 1.25 × timeout")
 		s := p.Stats()
 		assert.EqualValues(t, 0, s.Idle)
 		assert.EqualValues(t, 0, s.Total)
