@@ -92,8 +92,14 @@ func TestTraceReportsPicksEjectionsReadmissionsAndRetries(t *testing.T) {
 	assert.Contains(t, strings.Join(events, ","), "pick dead,ejected dead consecutive_failures,retry dead same=false,pick a")
 	assert.Len(t, events, 5, "%q", events)
 
-	eventuallyTrue(t, func() bool { return !state(rr.States(), "dead").Ejected }, "re-admitted")
-	assert.Equal(t, []string{"readmitted dead after>=15ms=true"}, log.take())
+	// The re-admission's timer reports it once it released the set's lock.
+	var readmitted []string
+	eventuallyTrue(t, func() bool {
+		readmitted = append(readmitted, log.take()...)
+		return len(readmitted) > 0
+	}, "re-admitted")
+	assert.False(t, state(rr.States(), "dead").Ejected)
+	assert.Equal(t, []string{"readmitted dead after>=15ms=true"}, readmitted)
 
 	// A stale reused conn is retried on a fresh conn to the same backend.
 	rr.Update([]balancer.Endpoint{{Address: "a"}})
@@ -137,7 +143,14 @@ func TestTraceReportsOutlierEjections(t *testing.T) {
 		}
 		return state(b.States(), bad).Ejected
 	}, "the outlier is ejected")
-	assert.Equal(t, []string{"ejected " + bad + " failure_percentage"}, log.take())
+	// The detection's timer reports the ejection once it released the
+	// set's lock, a moment after the state shows it.
+	var events []string
+	eventuallyTrue(t, func() bool {
+		events = append(events, log.take()...)
+		return len(events) > 0
+	}, "the ejection is reported")
+	assert.Equal(t, []string{"ejected " + bad + " failure_percentage"}, events)
 }
 
 // TestTraceEjectionsMatchStatesUnderLoad fails requests at random from many
