@@ -57,20 +57,38 @@ func StartDnsmasq(tb testing.TB, srv ...string) *Dnsmasq {
 	tb.Cleanup(d.Kill)
 	d.SetHosts("")
 	for attempt := 1; ; attempt++ {
-		ln, err := net.ListenPacket("udp", "127.0.0.1:0")
-		if err != nil {
-			tb.Fatalf("testnet: finding a free port: %v", err)
-		}
-		d.addr = ln.LocalAddr().String()
-		ln.Close()
-		err = d.start()
+		d.addr = freeUDPAndTCPPort(tb)
+		err := d.start()
 		if err == nil {
 			return d
 		}
-		if !errors.Is(err, errPortTaken) || attempt == 5 {
+		if !errors.Is(err, errPortTaken) || attempt == 20 {
 			tb.Fatalf("testnet: %v", err)
 		}
 	}
+}
+
+// freeUDPAndTCPPort returns 127.0.0.1:port for a port the kernel chose that
+// is free for both UDP and TCP at the moment, since dnsmasq binds both: a
+// port free for UDP alone is often in use by one of the many TCP conns
+// that tests in other packages open meanwhile.
+func freeUDPAndTCPPort(tb testing.TB) string {
+	tb.Helper()
+	for range 100 {
+		tcp, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			tb.Fatalf("testnet: finding a free port: %v", err)
+		}
+		addr := tcp.Addr().String()
+		udp, err := net.ListenPacket("udp", addr)
+		tcp.Close()
+		if err == nil {
+			udp.Close()
+			return addr
+		}
+	}
+	tb.Fatal("testnet: no port free for both UDP and TCP in 100 tries")
+	return ""
 }
 
 // Addr returns the address the server answers on, 127.0.0.1:port.
