@@ -70,9 +70,7 @@ func (p *Pool) sweep(now int64) {
 		}
 	}
 	if snapshot != nil {
-		for _, b := range *snapshot {
-			visit(b)
-		}
+		snapshot.each(visit)
 	}
 	for _, b := range added {
 		visit(b)

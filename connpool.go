@@ -39,6 +39,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"io"
 	"math"
 	"math/rand/v2"
@@ -361,6 +362,7 @@ func New(dial Dial, capacity int, timeout time.Duration, opts ...Option) (*Pool,
 	p.retryDeposit = o.retryShare / (1 + o.retryShare)
 	p.retryFloor = retryFloor{perSecond: float64(o.retryPerSecond), tokens: float64(o.retryPerSecond)}
 	p.buckets.pool = p
+	p.buckets.seed = maphash.MakeSeed()
 	if o.maxIdle > 0 {
 		p.lru = &idleLRU{max: o.maxIdle}
 	}

@@ -244,7 +244,7 @@ func TestDroppedBucketsLeaveTheRegistry(t *testing.T) {
 	r.mu.Lock()
 	assert.Zero(t, r.n)
 	assert.Empty(t, r.mapLocked())
-	assert.Empty(t, *r.read.Load(), "the snapshot must not keep dropped buckets alive")
+	assert.Zero(t, r.read.Load().n, "the snapshot must not keep dropped buckets alive")
 	r.mu.Unlock()
 	for _, c := range handles {
 		c.info.b.mu.Lock()
@@ -268,11 +268,11 @@ func TestGetOnADroppedBucketMovesToANewOne(t *testing.T) {
 	r := &p.buckets
 	r.mu.Lock()
 	snapshotNow(r)
-	snapshot := *r.read.Load()
+	snapshot := r.read.Load()
 	r.mu.Unlock()
-	require.Contains(t, snapshot, "a:1")
+	require.NotNil(t, snapshot.get("a:1"))
 	p.sweep(clock.read())
-	r.read.Store(&snapshot)
+	r.read.Store(snapshot)
 
 	c, err = p.Get("a:1")
 	require.NoError(t, err)
@@ -307,7 +307,11 @@ func TestBucketPanicsOnInconsistentCounts(t *testing.T) {
 // finished build would. The caller holds r.mu; no build may be running.
 func snapshotNow(r *registry) {
 	m := r.mapLocked()
-	r.read.Store(&m)
+	t := newTable(r.seed, len(m))
+	for _, b := range m {
+		t.add(b)
+	}
+	r.read.Store(t)
 	r.pending = nil
 	r.misses = 0
 }

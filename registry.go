@@ -1,14 +1,15 @@
 package connpool
 
 import (
+	"hash/maphash"
 	"sync"
 	"sync/atomic"
 )
 
 // registry maps addresses to buckets. Lookups of known addresses read an
 // immutable snapshot behind an atomic pointer and take no lock. This is the
-// read-mostly design of the original sync.Map, with string keys hashed
-// natively, which halves the cost of a lookup on the hit path.
+// read-mostly design of the original sync.Map, with a snapshot made for
+// the lookup (table.go) rather than a map of interfaces.
 //
 // The authoritative map is not kept as a second full copy: it is the
 // snapshot overlaid with the changes made since the snapshot was cut
@@ -22,8 +23,9 @@ import (
 // the memory of addresses that came and went is given back.
 type registry struct {
 	pool *Pool
+	seed maphash.Seed // of every snapshot; set at creation
 
-	read atomic.Pointer[map[string]*bucket] // snapshot; never modified once stored
+	read atomic.Pointer[table] // snapshot; never modified once stored
 
 	mu sync.Mutex // protects the fields below; taken before bucket.mu
 
@@ -49,9 +51,9 @@ type registry struct {
 
 // rebuild is a snapshot build that has been cut, to run outside the lock.
 type rebuild struct {
-	base    *map[string]*bucket // the previous snapshot, or nil
-	changes map[string]*bucket  // to apply to base; nil values delete
-	size    int                 // the entries the new snapshot will hold
+	base    *table             // the previous snapshot, or nil
+	changes map[string]*bucket // to apply to base; nil values delete
+	size    int                // the entries the new snapshot will hold
 }
 
 // getLocked returns the bucket of address in the authoritative map, or nil.
@@ -63,8 +65,8 @@ func (r *registry) getLocked(address string) *bucket {
 	if b, ok := r.building[address]; ok {
 		return b
 	}
-	if m := r.read.Load(); m != nil {
-		return (*m)[address]
+	if t := r.read.Load(); t != nil {
+		return t.get(address)
 	}
 	return nil
 }
@@ -88,15 +90,15 @@ func (r *registry) setLocked(address string, b *bucket) {
 // eachLocked calls f for every bucket of the authoritative map. The caller
 // holds r.mu.
 func (r *registry) eachLocked(f func(*bucket)) {
-	if m := r.read.Load(); m != nil {
-		for address, b := range *m {
-			if _, ok := r.building[address]; ok {
-				continue
+	if t := r.read.Load(); t != nil {
+		t.each(func(b *bucket) {
+			if _, ok := r.building[b.address]; ok {
+				return
 			}
-			if _, ok := r.pending[address]; !ok {
+			if _, ok := r.pending[b.address]; !ok {
 				f(b)
 			}
-		}
+		})
 	}
 	for address, b := range r.building {
 		if _, ok := r.pending[address]; !ok && b != nil {
@@ -113,7 +115,7 @@ func (r *registry) eachLocked(f func(*bucket)) {
 // sweepList returns what a sweep visits: the snapshot, which needs no lock
 // to read, and the buckets added since it was cut. Some of the snapshot's
 // buckets may have been dropped since; the sweep skips those.
-func (r *registry) sweepList() (snapshot *map[string]*bucket, added []*bucket) {
+func (r *registry) sweepList() (snapshot *table, added []*bucket) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, m := range []map[string]*bucket{r.building, r.pending} {
@@ -130,8 +132,8 @@ func (r *registry) sweepList() (snapshot *map[string]*bucket, added []*bucket) {
 // may still hold a bucket the cleaner has dropped; callers find that out
 // under the bucket's lock and call lookupSlow.
 func (r *registry) lookup(address string) *bucket {
-	if m := r.read.Load(); m != nil {
-		if b := (*m)[address]; b != nil {
+	if t := r.read.Load(); t != nil {
+		if b := t.get(address); b != nil {
 			return b
 		}
 	}
@@ -196,21 +198,25 @@ func (r *registry) cutLocked() *rebuild {
 // builds too, so none is lost. The caller holds no lock.
 func (r *registry) build(rb *rebuild) {
 	for rb != nil {
-		m := make(map[string]*bucket, rb.size)
+		buckets := make([]*bucket, 0, rb.size)
 		if rb.base != nil {
-			for address, b := range *rb.base {
-				if _, changed := rb.changes[address]; !changed {
-					m[address] = b
+			rb.base.each(func(b *bucket) {
+				if _, changed := rb.changes[b.address]; !changed {
+					buckets = append(buckets, b)
 				}
+			})
+		}
+		for _, b := range rb.changes {
+			if b != nil {
+				buckets = append(buckets, b)
 			}
 		}
-		for address, b := range rb.changes {
-			if b != nil {
-				m[address] = b
-			}
+		t := newTable(r.seed, len(buckets))
+		for _, b := range buckets {
+			t.add(b)
 		}
 		r.mu.Lock()
-		r.read.Store(&m)
+		r.read.Store(t)
 		r.building = nil
 		rb = r.cutLocked()
 		r.mu.Unlock()
