@@ -295,8 +295,10 @@ func (b *bucket) newConnLocked(pc *pconn, info *connInfo) *Conn {
 	}
 	b.busy = true
 	c.pc = unsafe.Pointer(pc) // not yet shared: see Conn.pc
-	c.info = info
-	c.probed = b.probing && pc.probe.applies()
+	c.b, c.info = b, info
+	if b.probing && pc.probe.applies() {
+		c.set(probedBit)
+	}
 	return c
 }
 
@@ -305,10 +307,8 @@ func (b *bucket) newConnLocked(pc *pconn, info *connInfo) *Conn {
 // clock reading now.
 func (b *bucket) reuseLocked(ic *idleConn, now int64) *Conn {
 	c := b.newConnLocked(ic.pc, ic.info)
-	c.reused = true
-	if now > ic.since {
-		c.idle = now - ic.since
-	}
+	c.set(reusedBit)
+	c.setIdle(now - ic.since)
 	b.reuses++
 	return c
 }
@@ -377,7 +377,7 @@ func (b *bucket) acquire(fresh, pay, waited bool) (c *Conn, w *waiter, gen uint3
 		ic := &b.idle[n]
 		if p.lru == nil && b.freshLocked(ic, now) && (!b.blocking || b.servesBlockingLocked(ic)) {
 			c = b.reuseLocked(ic, now)
-			if p.shares > 0 && !c.probed && p.validator == nil {
+			if p.shares > 0 && !c.has(probedBit) && p.validator == nil {
 				b.adoptShareLocked(c, ic.pc)
 			}
 			*ic = idleConn{}

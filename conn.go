@@ -29,34 +29,60 @@ type Conn struct {
 	// and before any other goroutine can see it, and afterwards only read
 	// and swapped atomically, with load and end. (A typed atomic.Pointer
 	// would need an atomic store at carving, about 12 ns on the hit path.)
-	pc     unsafe.Pointer
-	info   *connInfo // pc.info: the bucket and addresses, which outlive the handle's use
-	idle   int64     // nanoseconds the conn sat idle before this checkout
-	reused bool
-	probed bool // pc.probe.applies(), kept here so that Get need not read pc again
-	shared bool // a lease on a value that other leases may share (shared.go)
-	// notIdle is set on a reused conn that did not come from the idle
-	// stack: a holder's Close handed it straight to this waiting
-	// checkout, or it is a share of a value in use (shared.go).
-	notIdle bool
-	// io records whether a byte was written (sent) or read (received)
-	// through this handle, for Do's retry rules. Read and Write may run
-	// concurrently, hence an atomic; each sets its bit once. With the four
-	// bools it fills one word, so a handle stays 32 bytes.
-	io atomic.Uint32
+	pc unsafe.Pointer
+	// b is info.b, the conn's bucket, kept here so that Close and Release
+	// need not read info: in a pool of many addresses that read is a
+	// cache miss.
+	b    *bucket
+	info *connInfo // pc.info: the bucket and addresses, which outlive the handle's use
+	// state holds the flag bits below and, from bit idleShift up, the
+	// nanoseconds the conn sat idle before this checkout. It is written
+	// plainly while the handle is made, before any other goroutine can see
+	// it; afterwards Read and Write set their bits with an atomic OR (they
+	// may run concurrently), so every later read is atomic. One word for
+	// all of it keeps a handle at 32 bytes.
+	state uint64
 }
 
-// The bits of Conn.io.
+// The bits of Conn.state.
 const (
-	sentBit     = 1 << iota // a Write wrote at least one byte
-	receivedBit             // a Read read at least one byte
+	sentBit     uint64 = 1 << iota // a Write wrote at least one byte
+	receivedBit                    // a Read read at least one byte
+	reusedBit                      // the conn was not dialed for this checkout
+	// probedBit is pc.probe.applies(), kept here so that Get need not
+	// read pc again.
+	probedBit
+	sharedBit // a lease on a value that other leases may share (shared.go)
+	// notIdleBit is set on a reused conn that did not come from the idle
+	// stack: a holder's Close handed it straight to this waiting
+	// checkout, or it is a share of a value in use (shared.go).
+	notIdleBit
+
+	idleShift = 8
+	maxIdle   = 1<<(64-idleShift) - 1 // about 2.3 years
 )
 
-// mark sets bit in c.io, reading first: the bit is set by the first I/O of
-// the checkout, and later calls only load.
-func (c *Conn) mark(bit uint32) {
-	if c.io.Load()&bit == 0 {
-		c.io.Or(bit)
+// has reports whether bit is set in c.state.
+func (c *Conn) has(bit uint64) bool { return atomic.LoadUint64(&c.state)&bit != 0 }
+
+// set sets bits in c.state. Only the code that makes the handle calls it,
+// before the handle is shared.
+func (c *Conn) set(bits uint64) { c.state |= bits }
+
+// setIdle records how long the conn sat idle, in nanoseconds, before the
+// handle is shared.
+func (c *Conn) setIdle(idle int64) {
+	c.state = c.state&(1<<idleShift-1) | uint64(min(max(idle, 0), maxIdle))<<idleShift
+}
+
+// idle returns how long the conn sat idle before this checkout.
+func (c *Conn) idle() int64 { return int64(atomic.LoadUint64(&c.state) >> idleShift) }
+
+// mark sets bit in c.state, reading first: the bit is set by the first I/O
+// of the checkout, and later calls only load.
+func (c *Conn) mark(bit uint64) {
+	if !c.has(bit) {
+		atomic.OrUint64(&c.state, bit)
 	}
 }
 
@@ -105,10 +131,10 @@ func (c *Conn) Close() error {
 	if pc == nil {
 		return ErrConnClosed
 	}
-	if c.shared {
-		return c.info.b.unshare(pc)
+	if c.has(sharedBit) {
+		return c.b.unshare(pc)
 	}
-	return c.info.b.put(pc, c.info)
+	return c.b.put(pc, c.info)
 }
 
 // Release closes the socket and removes it from the pool's counts. Use it
@@ -198,10 +224,10 @@ func (c *Conn) release(now bool) error {
 	if pc == nil {
 		return ErrConnClosed
 	}
-	if c.shared {
-		return c.info.b.breakShare(pc, now)
+	if c.has(sharedBit) {
+		return c.b.breakShare(pc, now)
 	}
-	return c.info.b.release(pc.v)
+	return c.b.release(pc.v)
 }
 
 // NetConn returns the net.Conn the pool dialed, under this handle, for
@@ -242,17 +268,17 @@ func (c *Conn) RemoteAddr() net.Addr {
 // httptrace.GotConnInfo.Reused, it tells a caller whose request failed
 // whether the failure may be a stale connection, so that retrying on a fresh
 // one (from [Pool.New]) is worth it.
-func (c *Conn) Reused() bool { return c.reused }
+func (c *Conn) Reused() bool { return c.has(reusedBit) }
 
 // Sent reports whether a byte was written to the connection through this
 // handle. A request that failed before it sent anything cannot have reached
 // the server, so retrying it is always safe.
-func (c *Conn) Sent() bool { return c.io.Load()&sentBit != 0 }
+func (c *Conn) Sent() bool { return c.has(sentBit) }
 
 // Received reports whether a byte was read from the connection through this
 // handle. Once part of a response has been read, a request is never
 // retried: the server answered it.
-func (c *Conn) Received() bool { return c.io.Load()&receivedBit != 0 }
+func (c *Conn) Received() bool { return c.has(receivedBit) }
 
 // IdleTime returns how long a reused connection sat idle before this
 // checkout, and 0 for a new one. It is measured on the pool's coarse clock,
@@ -260,13 +286,13 @@ func (c *Conn) Received() bool { return c.io.Load()&receivedBit != 0 }
 // sixteenth of the shortest of the idle timeout, the max lifetime and the
 // validator's minIdle, at least 1 ms and at most 250 ms, or 1 s for a pool
 // with none of them.
-func (c *Conn) IdleTime() time.Duration { return time.Duration(c.idle) }
+func (c *Conn) IdleTime() time.Duration { return time.Duration(c.idle()) }
 
 // Address returns the destination address the connection is bound to: the
 // address given to [Pool.Get] or [Pool.New].
 func (c *Conn) Address() string {
-	if c.info == nil { // a Conn the pool did not make
+	if c.b == nil { // a Conn the pool did not make
 		return ""
 	}
-	return c.info.b.address
+	return c.b.address
 }

@@ -466,8 +466,8 @@ func (p *Pool) mustBeNew() {
 // checked out exclusively as the first lease of a shared one.
 func (p *Pool) checkout(ctx context.Context, address string, fresh bool) (*Conn, error) {
 	c, err := p.checkoutOne(ctx, address, fresh)
-	if p.shares > 0 && err == nil && !c.shared {
-		c.info.b.adopt(c)
+	if p.shares > 0 && err == nil && !c.has(sharedBit) {
+		c.b.adopt(c)
 	}
 	return c, err
 }
@@ -493,7 +493,7 @@ func (p *Pool) checkoutOne(ctx context.Context, address string, fresh bool) (*Co
 		case err != nil:
 			return nil, err
 		case c != nil:
-			if (c.probed || p.validator != nil) && !p.verify(c) {
+			if (c.has(probedBit) || p.validator != nil) && !p.verify(c) {
 				pay = false
 				continue // discarded: try the next idle conn, or dial
 			}
@@ -537,19 +537,19 @@ func (p *Pool) checkoutOne(ctx context.Context, address string, fresh bool) (*Co
 // (see shared.go).
 func (p *Pool) verify(c *Conn) bool {
 	pc := c.load()
-	if !c.reused || c.shared || (!pc.probe.applies() && p.validator == nil) {
+	if !c.has(reusedBit) || c.has(sharedBit) || (!pc.probe.applies() && p.validator == nil) {
 		return true
 	}
 	var reason CloseReason
 	switch {
 	case pc.probe.applies() && pc.probe.check(pc.v) != nil:
 		reason = CloseDeadAtCheckout
-	case p.validator != nil && c.idle >= p.validateAge && !p.validate(c, pc):
+	case p.validator != nil && c.idle() >= p.validateAge && !p.validate(c, pc):
 		reason = CloseValidatorFailed
 	default:
 		return true
 	}
-	c.info.b.unreuse(c, pc, reason, false)
+	c.b.unreuse(c, pc, reason, false)
 	return false
 }
 
@@ -559,7 +559,7 @@ func (p *Pool) validate(c *Conn, pc *pconn) bool {
 	panicked := true
 	defer func() {
 		if panicked {
-			c.info.b.unreuse(c, pc, CloseValidatorFailed, true)
+			c.b.unreuse(c, pc, CloseValidatorFailed, true)
 		}
 	}()
 	err := p.validator(pc.v)
@@ -609,7 +609,7 @@ func (p *Pool) wait(ctx context.Context, b *bucket, w *waiter, span *waitSpan) (
 	}
 	switch {
 	case d.c != nil:
-		if d.idle && (d.c.probed || p.validator != nil) && !p.verify(d.c) {
+		if d.idle && (d.c.has(probedBit) || p.validator != nil) && !p.verify(d.c) {
 			return nil, errStartOver // discarded
 		}
 		return d.c, nil

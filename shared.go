@@ -110,7 +110,8 @@ func (b *bucket) lendLocked(sv *sharedValue) *Conn {
 		b.cold.peakLeases = sv.load
 	}
 	c := b.newConnLocked(sv.pc, sv.pc.info)
-	c.reused, c.notIdle, c.shared, c.probed = true, true, true, false
+	c.state &^= probedBit
+	c.set(reusedBit | notIdleBit | sharedBit)
 	return c
 }
 
@@ -163,7 +164,7 @@ func (b *bucket) adopt(c *Conn) {
 // value that needs no check outside the lock is adopted by the checkout
 // that takes it, without locking b again.
 func (b *bucket) adoptShareLocked(c *Conn, pc *pconn) {
-	c.shared = true
+	c.set(sharedBit)
 	cold := b.coldLocked()
 	cold.shared = append(cold.shared, sharedValue{pc: pc, load: 1})
 	cold.peakLeases = max(cold.peakLeases, 1)

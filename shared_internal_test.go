@@ -28,7 +28,7 @@ func TestSharedLeaseNeverLandsOnAValuePastItsLifetime(t *testing.T) {
 	c1, err := p.Get("a:1")
 	require.NoError(t, err)
 	h1 := c1.(*Conn)
-	require.True(t, h1.shared)
+	require.True(t, h1.has(sharedBit))
 	deadline := h1.load().deadline
 
 	// The value reached its lifetime; the coarse clock lags by 100 ms, less

@@ -199,7 +199,8 @@ func (p *Pool) checkedOut(c *Conn, span *waitSpan) {
 	if p.trace == nil || p.trace.GotConn == nil {
 		return
 	}
-	info := GotConnInfo{Address: c.info.b.address, Reused: c.reused, WasIdle: c.reused && !c.notIdle, IdleTime: time.Duration(c.idle)}
+	reused := c.has(reusedBit)
+	info := GotConnInfo{Address: c.b.address, Reused: reused, WasIdle: reused && !c.has(notIdleBit), IdleTime: time.Duration(c.idle())}
 	if !span.since.IsZero() {
 		info.WaitTime = span.end.Sub(span.since)
 	}

@@ -116,7 +116,7 @@ func (b *bucket) handOffLocked(pc *pconn) bool {
 		return false
 	}
 	c := b.newConnLocked(pc, pc.info)
-	c.reused, c.notIdle = true, true
+	c.set(reusedBit | notIdleBit)
 	b.wakeLocked(w, delivery{c: c})
 	return true
 }
@@ -131,7 +131,8 @@ func (b *bucket) handOffIdleLocked(pc *pconn, idle, since int64) bool {
 		return false
 	}
 	c := b.newConnLocked(pc, pc.info)
-	c.reused, c.idle = true, idle
+	c.set(reusedBit)
+	c.setIdle(idle)
 	b.wakeLocked(w, delivery{c: c, idle: true, since: since})
 	return true
 }
@@ -191,12 +192,12 @@ func (b *bucket) abandonLocked(w *waiter) (toClose []io.Closer, victim *lruNode)
 			// reuse stays counted: the count of takes only grows
 			// (takesLocked).
 			pc := d.c.end()
-			if b.handOffIdleLocked(pc, d.c.idle, d.since) {
+			if b.handOffIdleLocked(pc, d.c.idle(), d.since) {
 				return nil, nil
 			}
 			return b.restoreIdleLocked(pc, d.c.info, d.since)
 		}
-		if d.c.shared {
+		if d.c.has(sharedBit) {
 			toClose, victim, _ := b.unshareLocked(d.c.end())
 			return toClose, victim
 		}
