@@ -35,18 +35,26 @@ type idleConn struct {
 type bucket struct {
 	mu sync.Mutex // protects the fields below but address and pool; taken after registry.mu, before idleLRU.mu
 
-	// idle is a stack; idle[len(idle)-1] is the most recently returned conn.
-	// It starts out on first, so an address that keeps one idle conn
-	// allocates no stack.
+	// The idle conns form a LIFO stack, kept in two parts: top, if it
+	// holds a conn (top.pc is not nil), is the most recently returned one,
+	// and stack holds the others, stack[len(stack)-1] the newest of them.
+	// A return puts its conn in top, moving the conn there onto stack
+	// first; a checkout takes top, else stack's newest. So the usual
+	// alternation of checkouts and returns at an address touches top
+	// alone, in the bucket, and not the array behind stack, which would be
+	// one more cache miss; and an address that keeps one idle conn
+	// allocates no array. The rest of the code reads the idle conns
+	// through idleLocked, which moves top onto stack so that stack holds
+	// them all, or counts them with idleLenLocked; the sweep and the
+	// probes of WithMinIdle read top in place.
 	// Invariants:
-	//   - len(idle) <= pool.capacity;
-	//   - since is non-decreasing from idle[0] to the top (stamps are taken
+	//   - idleLenLocked() <= pool.capacity;
+	//   - since is non-decreasing from stack[0] up to top (stamps are taken
 	//     from now, which never decreases), so idle-expired conns form a
-	//     prefix and the least recently returned conn is idle[0];
-	//   - once the pool is closed, idle is empty and stays empty.
-	idle []idleConn
-
-	first [1]idleConn // idle's first backing array
+	//     prefix and stack[0], or else top, is the least recently returned;
+	//   - once the pool is closed, there is no idle conn.
+	top   idleConn
+	stack []idleConn
 
 	// now is the latest clock reading seen for this bucket. It never
 	// decreases.
@@ -139,31 +147,76 @@ type bucket struct {
 	address string
 }
 
-// takeIdleLocked empties the idle stack and returns what it held. The
-// caller clears the returned slice once done with it, since it may be the
-// bucket's first slot.
+// idleLocked returns the whole idle stack, oldest first, after moving top
+// onto it. The caller may change the stack through b.stack.
+func (b *bucket) idleLocked() []idleConn {
+	if b.top.pc != nil {
+		if len(b.stack) == cap(b.stack) {
+			b.growIdleLocked()
+		}
+		b.stack = append(b.stack, b.top)
+		b.top = idleConn{}
+	}
+	return b.stack
+}
+
+// idleLenLocked returns how many conns are idle.
+func (b *bucket) idleLenLocked() int {
+	n := len(b.stack)
+	if b.top.pc != nil {
+		n++
+	}
+	return n
+}
+
+// newestIdleLocked returns the most recently returned idle conn, or nil.
+func (b *bucket) newestIdleLocked() *idleConn {
+	switch {
+	case b.top.pc != nil:
+		return &b.top
+	case len(b.stack) > 0:
+		return &b.stack[len(b.stack)-1]
+	}
+	return nil
+}
+
+// popIdleLocked takes ic, which newestIdleLocked returned, off the stack.
+func (b *bucket) popIdleLocked(ic *idleConn) {
+	*ic = idleConn{}
+	if ic != &b.top {
+		b.stack = b.stack[:len(b.stack)-1]
+	}
+}
+
+// pushIdleLocked puts ic on top of the stack, which has room for it.
+func (b *bucket) pushIdleLocked(ic idleConn) {
+	if b.top.pc != nil {
+		b.idleLocked()
+	}
+	b.top = ic
+}
+
+// takeIdleLocked empties the idle stack and returns what it held.
 func (b *bucket) takeIdleLocked() []idleConn {
-	idle := b.idle
-	b.idle = b.first[:0]
+	idle := b.idleLocked()
+	b.stack = nil
 	return idle
 }
 
-// growIdleLocked moves the full idle stack to a larger array: twice its
-// size, but never more than the pool's capacity, which the stack cannot
-// outgrow. Once the stack has left first, first holds no conn.
+// growIdleLocked moves the full array of idle conns below top to a larger
+// one: twice its size, but never more than the pool's capacity, which the
+// stack cannot outgrow.
 func (b *bucket) growIdleLocked() {
-	n := max(min(2*cap(b.idle), b.pool.capacity), cap(b.idle)+1)
-	idle := make([]idleConn, len(b.idle), n)
-	copy(idle, b.idle)
-	clear(b.idle)
-	b.idle = idle
+	n := max(min(2*cap(b.stack), b.pool.capacity), cap(b.stack)+1)
+	idle := make([]idleConn, len(b.stack), n)
+	copy(idle, b.stack)
+	clear(b.stack)
+	b.stack = idle
 }
 
 // newBucket returns the empty bucket of address in p.
 func newBucket(p *Pool, address string) *bucket {
-	b := &bucket{pool: p, address: address}
-	b.idle = b.first[:0]
-	return b
+	return &bucket{pool: p, address: address}
 }
 
 // bucketCold is the part of a bucket that most addresses never need.
@@ -373,21 +426,19 @@ func (b *bucket) acquire(fresh, pay, waited bool) (c *Conn, w *waiter, gen uint3
 	}
 	// The common case: the newest idle conn is far from every limit and no
 	// LRU is kept.
-	if n := len(b.idle) - 1; !fresh && n >= 0 {
-		ic := &b.idle[n]
+	if ic := b.newestIdleLocked(); !fresh && ic != nil {
 		if p.lru == nil && b.freshLocked(ic, now) && (!b.blocking || b.servesBlockingLocked(ic)) {
 			c = b.reuseLocked(ic, now)
 			if p.shares > 0 && !c.has(probedBit) && p.validator == nil {
 				b.adoptShareLocked(c, ic.pc)
 			}
-			*ic = idleConn{}
-			b.idle = b.idle[:n]
+			b.popIdleLocked(ic)
 			b.mu.Unlock()
 			return c, nil, 0, nil
 		}
 	}
 	b.topUp = true // the fast path above only serves addresses that had this path
-	if p.needClock && !fresh && len(b.idle) > 0 {
+	if p.needClock && !fresh && b.idleLenLocked() > 0 {
 		// Judge the idle conns on an exact reading. Reading the clock is
 		// no I/O; it costs what a short critical section does.
 		now = p.readClock()
@@ -398,15 +449,23 @@ func (b *bucket) acquire(fresh, pay, waited bool) (c *Conn, w *waiter, gen uint3
 		// Checkouts waiting for values that were blocked come first.
 		discarded = b.serveUnblockedLocked(discarded)
 	}
-	for !fresh && len(b.idle) > 0 {
-		n := len(b.idle) - 1
+	for !fresh {
+		var ic idleConn
 		if b.blocking {
-			if n = b.newestUnblockedLocked(); n < 0 {
+			n := b.newestUnblockedLocked()
+			if n < 0 {
 				break // every idle value is still busy: they stay
 			}
+			ic = b.stack[n]
+			b.stack = slices.Delete(b.stack, n, n+1)
+		} else {
+			newest := b.newestIdleLocked()
+			if newest == nil {
+				break
+			}
+			ic = *newest
+			b.popIdleLocked(newest)
 		}
-		ic := b.idle[n]
-		b.idle = slices.Delete(b.idle, n, n+1)
 		if reason := b.unusableLocked(&ic, now); reason != notCounted {
 			// Past the idle timeout, the conns below are older: the
 			// loop discards them too.
@@ -427,14 +486,14 @@ func (b *bucket) acquire(fresh, pay, waited bool) (c *Conn, w *waiter, gen uint3
 			return c, nil, 0, nil
 		}
 	}
-	if fresh && len(b.idle) > 0 && !b.hasSlotLocked() {
+	if fresh && b.idleLenLocked() > 0 && !b.hasSlotLocked() {
 		// New at the limit skips idle conns, which would otherwise hold
 		// their slots until they expire (never, without a timeout). The
 		// oldest makes room: its slot goes to the oldest waiter, this
 		// checkout or one queued before it for the same reason, once its
 		// Close returns.
-		ic := b.idle[0]
-		b.idle = slices.Delete(b.idle, 0, 1)
+		ic := b.idleLocked()[0]
+		b.stack = slices.Delete(b.stack, 0, 1)
 		reason := CloseForNew
 		if ic.info.node != nil && p.lru.remove(ic.info.node) {
 			reason = CloseIdleCapEvicted
@@ -546,7 +605,7 @@ func (b *bucket) freeClosed(n int) {
 // emptyLocked reports whether nothing is bound to the bucket: no idle
 // conns, none in use, no dial or close in flight and nobody waiting.
 func (b *bucket) emptyLocked() bool {
-	return len(b.idle) == 0 && b.total == 0 && b.dialing == 0 && b.closing == 0 &&
+	return b.idleLenLocked() == 0 && b.total == 0 && b.dialing == 0 && b.closing == 0 &&
 		b.waitingLocked() == 0 && (b.cold == nil || len(b.cold.shared) == 0)
 }
 
@@ -648,7 +707,7 @@ func (b *bucket) putLocked(pc *pconn, info *connInfo) (toClose []io.Closer, vict
 	case b.waitingLocked() > 0 && b.cold.waiters.firstForConn() == nil:
 		// Only checkouts from New wait, and they need a slot to dial.
 		return b.discardLocked(nil, pc.v, CloseForNew), nil
-	case len(b.idle) >= p.capacity:
+	case b.idleLenLocked() >= p.capacity:
 		return b.discardLocked(nil, pc.v, CloseBucketFull), nil
 	}
 	ic := idleConn{pc: pc, info: info, since: b.now}
@@ -656,10 +715,7 @@ func (b *bucket) putLocked(pc *pconn, info *connInfo) (toClose []io.Closer, vict
 		info.node = &lruNode{b: b}
 		victim = p.lru.add(info.node)
 	}
-	if len(b.idle) == cap(b.idle) {
-		b.growIdleLocked()
-	}
-	b.idle = append(b.idle, ic)
+	b.pushIdleLocked(ic)
 	b.watchBlockedLocked() // a blocked value that checkouts wait for
 	if victim != nil && victim.b == b {
 		return b.evictLocked(nil, victim), nil
@@ -677,9 +733,9 @@ func (b *bucket) evict(victim *lruNode) {
 }
 
 func (b *bucket) evictLocked(out []io.Closer, victim *lruNode) []io.Closer {
-	for i, ic := range b.idle {
+	for i, ic := range b.idleLocked() {
 		if ic.info.node == victim {
-			b.idle = slices.Delete(b.idle, i, i+1)
+			b.stack = slices.Delete(b.stack, i, i+1)
 			return b.discardLocked(out, ic.pc.v, CloseIdleCapEvicted)
 		}
 	}
@@ -711,8 +767,8 @@ func (b *bucket) sweepLocked(now int64) (discarded []io.Closer) {
 		reason CloseReason
 	}
 	var out []discard
-	kept := b.idle[:0]
-	for _, ic := range b.idle {
+	// judge returns why ic must go, or notCounted.
+	judge := func(ic *idleConn) CloseReason {
 		reason := notCounted
 		switch {
 		case p.timeout > 0 && now-ic.since >= p.timeout:
@@ -729,14 +785,26 @@ func (b *bucket) sweepLocked(now int64) (discarded []io.Closer) {
 				reason = CloseIdleCapEvicted
 			}
 		}
-		if reason == notCounted {
+		return reason
+	}
+	// top is judged where it is, so that a sweep does not move it onto an
+	// array that an address with one idle conn would otherwise never need.
+	kept := b.stack[:0]
+	for _, ic := range b.stack {
+		if reason := judge(&ic); reason == notCounted {
 			kept = append(kept, ic)
 		} else {
 			out = append(out, discard{ic.pc.v, reason})
 		}
 	}
-	clear(b.idle[len(kept):])
-	b.idle = kept
+	clear(b.stack[len(kept):])
+	b.stack = kept
+	if b.top.pc != nil {
+		if reason := judge(&b.top); reason != notCounted {
+			out = append(out, discard{b.top.pc.v, reason})
+			b.top = idleConn{}
+		}
+	}
 	for _, d := range out {
 		discarded = b.discardLocked(discarded, d.v, d.reason)
 	}
@@ -768,8 +836,8 @@ func (b *bucket) statsLocked() DestinationStats {
 	d := DestinationStats{
 		Address:  b.address,
 		Total:    int64(b.total),
-		Idle:     int64(len(b.idle)),
-		InUse:    int64(b.total) - int64(len(b.idle)),
+		Idle:     int64(b.idleLenLocked()),
+		InUse:    int64(b.total) - int64(b.idleLenLocked()),
 		Waiting:  int64(b.waitingLocked()),
 		Counters: b.countersLocked(),
 	}
@@ -782,7 +850,7 @@ func (b *bucket) statsLocked() DestinationStats {
 func (b *bucket) checkLocked() {
 	max := b.pool.maxActive
 	warming := b.warmingLocked()
-	if int(b.total) < len(b.idle) || int(b.dialing) < warming || warming < 0 || b.closing < 0 ||
+	if int(b.total) < b.idleLenLocked() || int(b.dialing) < warming || warming < 0 || b.closing < 0 ||
 		(max > 0 && int(b.total+b.dialing+b.closing) > max) {
 		panic("connpool: bug: bucket " + b.address + " counts are inconsistent")
 	}

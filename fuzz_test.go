@@ -715,7 +715,7 @@ func (m *model) warm(p *Pool, d *testnet.FakeDialer, addr string, n int) error {
 		return fmt.Errorf("Warm(%s, %d) dialed %d conns and left no bucket", addr, n, k)
 	}
 	b.mu.Lock()
-	top := slices.Clone(b.idle[max(0, len(b.idle)-k):])
+	top := slices.Clone(b.idleCopyLocked()[max(0, len(b.idleCopyLocked())-k):])
 	b.mu.Unlock()
 	got := make([]int64, len(top))
 	for i, ic := range top {
@@ -898,10 +898,10 @@ func (m *model) checkBucketLocked(b *bucket, bnow int64, held map[*pconn]bool, n
 		return fmt.Errorf("clock %d, model has %d", b.now, bnow)
 	}
 	want := m.idle[b.address]
-	if len(b.idle) != len(want) {
-		return fmt.Errorf("%d idle, model has %d", len(b.idle), len(want))
+	if len(b.idleCopyLocked()) != len(want) {
+		return fmt.Errorf("%d idle, model has %d", len(b.idleCopyLocked()), len(want))
 	}
-	for i, ic := range b.idle {
+	for i, ic := range b.idleCopyLocked() {
 		id := fakeID(ic.pc.v)
 		if w := want[i]; id != w.id || ic.since != w.since || ic.pc.deadline != w.deadline {
 			return fmt.Errorf("idle[%d] is conn %d since %d deadline %d, model has conn %d since %d deadline %d",

@@ -96,8 +96,8 @@ func (p *Pool) replenish(b *bucket, now int64, probes idleProbes, dead []idleCon
 	b.mu.Lock()
 	untouched := b.takesLocked() == probes.takes
 	for _, d := range dead {
-		i := slices.IndexFunc(b.idle, func(ic idleConn) bool { return ic.pc == d.pc })
-		if i >= 0 && (untouched || (b.idle[i].since == d.since && d.since < probes.now)) {
+		i := slices.IndexFunc(b.idleLocked(), func(ic idleConn) bool { return ic.pc == d.pc })
+		if i >= 0 && (untouched || (b.stack[i].since == d.since && d.since < probes.now)) {
 			toClose = b.removeIdleLocked(toClose, i, CloseDeadWhileIdle)
 		}
 	}
@@ -132,7 +132,7 @@ func (b *bucket) reserveTopUpLocked(now int64) (gen uint32, ok bool) {
 		return 0, false
 	}
 	cold := b.coldLocked()
-	have := len(b.idle)
+	have := b.idleLenLocked()
 	idleCap := p.lru != nil && p.lru.max != noIdleCap
 	if idleCap {
 		have = int(b.total) // conns in use come back to the idle list, where a top-up conn would evict one
@@ -189,10 +189,13 @@ func minIdleTarget(n, capacity, maxActive int) int {
 // to, for topUp. The caller holds b.mu.
 func (b *bucket) probesLocked() idleProbes {
 	probes := idleProbes{now: b.now, takes: b.takesLocked()}
-	for _, ic := range b.idle {
+	for _, ic := range b.stack {
 		if ic.pc.probe.applies() {
 			probes.idle = append(probes.idle, ic)
 		}
+	}
+	if ic := b.top; ic.pc != nil && ic.pc.probe.applies() { // read in place: see sweepLocked
+		probes.idle = append(probes.idle, ic)
 	}
 	return probes
 }
@@ -215,14 +218,15 @@ func (b *bucket) keptLocked() bool {
 	return b.pool.minIdle > 0 && b.topUp
 }
 
-// removeIdleLocked takes b.idle[i] off the idle stack and out of service
-// for reason; the caller closes what it returns with closeDiscarded after
+// removeIdleLocked takes b.stack[i] off the idle stack and out of service
+// for reason; the caller, which found i, read the stack with idleLocked.
+// It closes what removeIdleLocked returns with closeDiscarded after
 // releasing b.mu.
 func (b *bucket) removeIdleLocked(out []io.Closer, i int, reason CloseReason) []io.Closer {
-	ic := b.idle[i]
+	ic := b.stack[i]
 	if ic.info.node != nil {
 		b.pool.lru.remove(ic.info.node)
 	}
-	b.idle = slices.Delete(b.idle, i, i+1)
+	b.stack = slices.Delete(b.stack, i, i+1)
 	return b.discardLocked(out, ic.pc.v, reason)
 }

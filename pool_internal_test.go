@@ -2,6 +2,7 @@ package connpool
 
 import (
 	"net"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -184,7 +185,7 @@ func TestSweepRemovesOnlyTheExpiredPrefix(t *testing.T) {
 
 	b := p.buckets.lookup("a:1")
 	b.mu.Lock()
-	idle := append([]idleConn(nil), b.idle...)
+	idle := append([]idleConn(nil), b.idleCopyLocked()...)
 	total := b.total
 	b.mu.Unlock()
 	require.Len(t, idle, 1)
@@ -218,10 +219,10 @@ func TestIdleStampsNeverDecrease(t *testing.T) {
 	b := p.buckets.lookup("a:1")
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	for i := 1; i < len(b.idle); i++ {
-		assert.LessOrEqual(t, b.idle[i-1].since, b.idle[i].since, "stamps must not decrease towards the top")
+	for i := 1; i < len(b.idleCopyLocked()); i++ {
+		assert.LessOrEqual(t, b.idleCopyLocked()[i-1].since, b.idleCopyLocked()[i].since, "stamps must not decrease towards the top")
 	}
-	assert.Positive(t, len(b.idle))
+	assert.Positive(t, len(b.idleCopyLocked()))
 }
 
 func TestDroppedBucketsLeaveTheRegistry(t *testing.T) {
@@ -299,7 +300,7 @@ func TestHandlesAreNeverReused(t *testing.T) {
 }
 
 func TestBucketPanicsOnInconsistentCounts(t *testing.T) {
-	b := &bucket{address: "a:1", pool: &Pool{}, total: 0, idle: []idleConn{{}}}
+	b := &bucket{address: "a:1", pool: &Pool{}, total: 0, stack: []idleConn{{}}}
 	assert.PanicsWithValue(t, "connpool: bug: bucket a:1 counts are inconsistent", b.checkLocked)
 }
 
@@ -377,4 +378,14 @@ func TestLargePoolAllocatesHandlesOneAtATime(t *testing.T) {
 	b.mu.Lock()
 	assert.Nil(t, b.handles, "past batchedAddresses addresses, one at a time")
 	b.mu.Unlock()
+}
+
+// idleCopyLocked returns a copy of b's idle stack, oldest first, leaving b as
+// it is. The caller holds b.mu.
+func (b *bucket) idleCopyLocked() []idleConn {
+	s := slices.Clone(b.stack)
+	if b.top.pc != nil {
+		s = append(s, b.top)
+	}
+	return s
 }

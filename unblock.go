@@ -27,8 +27,9 @@ func (b *bucket) connWaiterLocked() bool {
 // newestUnblockedLocked returns the index of the most recently returned
 // idle value that is not blocked, or -1 if every idle value is.
 func (b *bucket) newestUnblockedLocked() int {
-	for i := len(b.idle) - 1; i >= 0; i-- {
-		if pc := b.idle[i].pc; !pc.probe.blocked(pc.v) {
+	idle := b.idleLocked()
+	for i := len(idle) - 1; i >= 0; i-- {
+		if pc := idle[i].pc; !pc.probe.blocked(pc.v) {
 			return i
 		}
 	}
@@ -49,8 +50,8 @@ func (b *bucket) servesBlockingLocked(ic *idleConn) bool {
 // receive, no I/O; a blocked value with no Closed method waits for the
 // cleaner.
 func (b *bucket) pruneBlockedLocked(out []io.Closer) []io.Closer {
-	for i := len(b.idle) - 1; i >= 0; i-- {
-		if pc := b.idle[i].pc; pc.probe.blocked(pc.v) && pc.probe.closed(pc.v) {
+	for i := len(b.idleLocked()) - 1; i >= 0; i-- {
+		if pc := b.stack[i].pc; pc.probe.blocked(pc.v) && pc.probe.closed(pc.v) {
 			out = b.removeIdleLocked(out, i, CloseDeadWhileIdle)
 		}
 	}
@@ -63,7 +64,7 @@ func (b *bucket) pruneBlockedLocked(out []io.Closer) []io.Closer {
 // pool open while holding b.mu; see closeLaterLocked for why Pool.Close
 // then waits for the watcher.
 func (b *bucket) watchBlockedLocked() {
-	if !b.blocking || len(b.idle) == 0 || !b.connWaiterLocked() || b.cold.watching {
+	if !b.blocking || b.idleLenLocked() == 0 || !b.connWaiterLocked() || b.cold.watching {
 		return
 	}
 	b.cold.watching = true
@@ -125,8 +126,8 @@ func (b *bucket) serveUnblockedLocked(out []io.Closer) []io.Closer {
 		if i < 0 {
 			break
 		}
-		ic := b.idle[i]
-		b.idle = slices.Delete(b.idle, i, i+1)
+		ic := b.stack[i] // newestUnblockedLocked read the stack with idleLocked
+		b.stack = slices.Delete(b.stack, i, i+1)
 		if reason := b.unusableLocked(&ic, now); reason != notCounted {
 			out = b.discardLocked(out, ic.pc.v, reason)
 			continue
@@ -144,8 +145,9 @@ func (b *bucket) watchedLocked() *pconn {
 	if !b.connWaiterLocked() {
 		return nil
 	}
-	for i := len(b.idle) - 1; i >= 0; i-- {
-		if pc := b.idle[i].pc; pc.probe.blocked(pc.v) {
+	idle := b.idleLocked()
+	for i := len(idle) - 1; i >= 0; i-- {
+		if pc := idle[i].pc; pc.probe.blocked(pc.v) {
 			return pc
 		}
 	}

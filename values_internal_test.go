@@ -96,7 +96,7 @@ func TestMinIdleReplacesKilledValues(t *testing.T) {
 	assert.Equal(t, 6, d.dials())
 	b := p.buckets.lookup("a")
 	b.mu.Lock()
-	for _, ic := range b.idle {
+	for _, ic := range b.idleCopyLocked() {
 		assert.NoError(t, ic.pc.probe.check(ic.pc.v), "a ready value is alive")
 	}
 	b.mu.Unlock()

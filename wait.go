@@ -151,7 +151,7 @@ func (b *bucket) restoreIdleLocked(pc *pconn, info *connInfo, since int64) (toCl
 		return b.discardLocked(nil, pc.v, notCounted), nil
 	case b.drained && pc.gen != b.genLocked():
 		return b.discardLocked(nil, pc.v, CloseDrained), nil
-	case len(b.idle) >= p.capacity:
+	case b.idleLenLocked() >= p.capacity:
 		return b.discardLocked(nil, pc.v, CloseBucketFull), nil
 	}
 	if reason := b.unusableLocked(&ic, b.now); reason != notCounted {
@@ -164,8 +164,9 @@ func (b *bucket) restoreIdleLocked(pc *pconn, info *connInfo, since int64) (toCl
 		victim = p.lru.add(info.node)
 	}
 	// Keep the stamps non-decreasing up the stack.
-	i := sort.Search(len(b.idle), func(i int) bool { return b.idle[i].since > since })
-	b.idle = slices.Insert(b.idle, i, ic)
+	idle := b.idleLocked()
+	i := sort.Search(len(idle), func(i int) bool { return idle[i].since > since })
+	b.stack = slices.Insert(idle, i, ic)
 	if victim != nil && victim.b == b {
 		return b.evictLocked(nil, victim), nil
 	}

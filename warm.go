@@ -118,7 +118,7 @@ func (b *bucket) reserveWarm(target int) (gen uint32, err error) {
 		return 0, errBucketDropped
 	case b.pool.closed.Load():
 		return 0, ErrClosed
-	case len(b.idle)+b.warmingLocked() >= target || !b.hasSlotLocked():
+	case b.idleLenLocked()+b.warmingLocked() >= target || !b.hasSlotLocked():
 		return 0, errWarmEnough
 	}
 	b.dialing++
