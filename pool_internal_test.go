@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -388,4 +389,16 @@ func (b *bucket) idleCopyLocked() []idleConn {
 		s = append(s, b.top)
 	}
 	return s
+}
+
+// TestHotStructSizes keeps the structures of the hit path at the sizes the
+// performance notes count on: a handle in the 32-byte size class, which
+// is what every checkout allocates, and an address's bucket, with its
+// newest idle conn inline, in the 160-byte one, which is what a pool of
+// many addresses keeps per address.
+func TestHotStructSizes(t *testing.T) {
+	assert.EqualValues(t, 32, unsafe.Sizeof(Conn{}), "Conn")
+	assert.LessOrEqual(t, unsafe.Sizeof(bucket{}), uintptr(160), "bucket")
+	assert.EqualValues(t, 24, unsafe.Sizeof(idleConn{}), "idleConn")
+	assert.EqualValues(t, 16, unsafe.Sizeof(slot{}), "table slot")
 }
