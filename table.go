@@ -24,6 +24,10 @@ type table struct {
 	seed  maphash.Seed
 	slots []slot
 	n     int // buckets held
+	// only is the bucket of a table that holds exactly one, which get
+	// compares without hashing: a pool of one address, common in front of
+	// a single server, pays no hash on its hit path.
+	only *bucket
 }
 
 // slot is one entry of a table; b is nil in an empty slot.
@@ -60,10 +64,20 @@ func (t *table) add(b *bucket) {
 	}
 	t.slots[i] = slot{hash: h, b: b}
 	t.n++
+	t.only = nil
+	if t.n == 1 {
+		t.only = b
+	}
 }
 
 // get returns the bucket of address, or nil.
 func (t *table) get(address string) *bucket {
+	if b := t.only; b != nil {
+		if b.address == address {
+			return b
+		}
+		return nil
+	}
 	return t.getHashed(maphash.String(t.seed, address), address)
 }
 
