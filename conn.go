@@ -40,7 +40,10 @@ type Conn struct {
 	// plainly while the handle is made, before any other goroutine can see
 	// it; afterwards Read and Write set their bits with an atomic OR (they
 	// may run concurrently), so every later read is atomic. One word for
-	// all of it keeps a handle at 32 bytes.
+	// all of it keeps a handle at 32 bytes. The zero-size field before it
+	// aligns it to 8 bytes on 32-bit platforms too, in an array of
+	// handles as well, which 64-bit atomics there require.
+	_     [0]atomic.Uint64
 	state uint64
 }
 
