@@ -1,4 +1,4 @@
-//go:build linux
+//go:build linux && !386
 
 package connpool
 
@@ -31,10 +31,5 @@ func peerClosed(fd uintptr) bool {
 	if errno != 0 {
 		return false // not TCP (a Unix socket, say): the peek alone decides
 	}
-	const tcpCloseWait, tcpLastAck, tcpClose = 8, 9, 7
-	switch info.State {
-	case tcpCloseWait, tcpLastAck, tcpClose:
-		return true
-	}
-	return false
+	return peerGone(info.State)
 }
