@@ -274,6 +274,20 @@ func TestTraceEventsMatchStatsUnderLoad(t *testing.T) {
 
 	var wg sync.WaitGroup
 	var checkouts atomic.Int64
+	// One wait for certain, whatever the scheduling below: with a's three
+	// slots held, a fourth Get waits out WithWaitTimeout.
+	var held []net.Conn
+	for range 3 {
+		c, err := p.Get("a")
+		require.NoError(t, err)
+		checkouts.Add(1)
+		held = append(held, c)
+	}
+	_, err = p.Get("a")
+	require.Error(t, err, "a Get past WithMaxActive must wait and time out")
+	for _, c := range held {
+		require.NoError(t, c.Close())
+	}
 	for g := range 8 {
 		wg.Go(func() {
 			r := rand.New(rand.NewPCG(uint64(g), 1))
