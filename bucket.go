@@ -5,6 +5,7 @@ import (
 	"io"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"unsafe"
 )
 
@@ -34,7 +35,7 @@ type idleConn struct {
 // 100,000 addresses it is what the pool costs per address, and what has to
 // come from memory on each checkout.
 type bucket struct {
-	mu sync.Mutex // protects the fields below but address and pool; taken after registry.mu, before idleLRU.mu
+	mu sync.Mutex // protects the fields below but address and pool; taken after registry.mu and leakTracker.mu, before idleLRU.mu
 
 	// The idle conns form a LIFO stack, kept in two parts: top, if it
 	// holds a conn (top.pc is not nil), is the most recently returned one,
@@ -663,19 +664,30 @@ func (b *bucket) adoptLocked(pc *pconn, now int64) (toClose []io.Closer, victim 
 	return b.putLocked(pc, pc.info)
 }
 
-// put takes back the conn of a handle whose holder called Close, and returns
-// the socket's close error if the pool did not keep it.
-func (b *bucket) put(pc *pconn, info *connInfo) error {
+// put ends c, a handle of b that is not a shared lease, whose holder called
+// Close, and takes back its conn. It returns the socket's close error if the
+// pool did not keep it, and ErrConnClosed if c had ended already.
+func (b *bucket) put(c *Conn) error {
 	p := b.pool
 	now := p.coarse.Load()
-	if p.maxLifetime > 0 && now >= pc.deadline-p.margin {
-		now = p.readClock() // judge the lifetime exactly, as Get does
-	}
 	b.mu.Lock()
+	// Plain accesses: every change of c.pc after carving is made under
+	// b.mu, and a Close may not race with the handle's I/O (see Conn.pc).
+	pc := (*pconn)(c.pc)
+	if pc == nil {
+		b.mu.Unlock()
+		return ErrConnClosed
+	}
+	c.pc = nil
+	if p.maxLifetime > 0 && now >= pc.deadline-p.margin {
+		// Judge the lifetime exactly, as Get does. Reading the clock is
+		// no I/O.
+		now = p.readClock()
+	}
 	if now > b.now {
 		b.now = now
 	}
-	toClose, victim := b.putLocked(pc, info)
+	toClose, victim := b.putLocked(pc, c.info)
 	b.mu.Unlock()
 	if victim != nil {
 		victim.b.evict(victim)
@@ -743,10 +755,18 @@ func (b *bucket) evictLocked(out []io.Closer, victim *lruNode) []io.Closer {
 	return out
 }
 
-// release forgets a conn whose holder called Release, and closes it.
-func (b *bucket) release(v io.Closer) error {
+// release ends c, a handle of b that is not a shared lease, whose holder
+// called Release, and closes its conn. It returns ErrConnClosed if c had
+// ended already.
+func (b *bucket) release(c *Conn) error {
 	b.mu.Lock()
-	toClose := b.discardLocked(nil, v, CloseReleased)
+	pc := (*pconn)(c.pc) // see put
+	if pc == nil {
+		b.mu.Unlock()
+		return ErrConnClosed
+	}
+	atomic.StorePointer(&c.pc, nil) // a Read may load it meanwhile
+	toClose := b.discardLocked(nil, pc.v, CloseReleased)
 	b.mu.Unlock()
 	return b.closeDiscarded(toClose)
 }

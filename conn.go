@@ -20,15 +20,24 @@ import (
 //
 // As with any net.Conn, Read and Write may be called concurrently. Close must
 // not race with a Read or Write still in progress on the same handle, since it
-// hands the socket to the next caller; to abort blocked I/O, set a deadline or
-// call Release.
+// hands the socket to the next caller (the race detector reports it); to abort
+// blocked I/O, set a deadline or call Release. Close and Release may race with
+// each other: one of them ends the handle, the other returns ErrConnClosed.
 type Conn struct {
 	// pc is the *pconn while the handle is in use, and nil from the moment
-	// Close or Release ends it: the swap to nil is the handle's one-shot
-	// state change. It is written plainly once, when the handle is carved
-	// and before any other goroutine can see it, and afterwards only read
-	// and swapped atomically, with load and end. (A typed atomic.Pointer
-	// would need an atomic store at carving, about 12 ns on the hit path.)
+	// Close or Release ends it: that change is the handle's one-shot state
+	// change. It is written plainly when the handle is carved, before any
+	// other goroutine can see it. Readers outside b.mu load it atomically
+	// (load). Afterwards it changes once, to nil:
+	//   - for a handle of the pool's own (no sharedBit), always under b.mu
+	//     (put, release), so that a Close, which is not allowed to race
+	//     with the handle's I/O, can test and clear it with plain
+	//     instructions: an atomic swap would be one more locked
+	//     instruction on every return. Release, which may race with a
+	//     Read, clears it with an atomic store;
+	//   - for a shared lease, or a handle not yet handed out, with an
+	//     atomic swap (end).
+	// (A typed atomic.Pointer would need an atomic store at carving.)
 	pc unsafe.Pointer
 	// b is info.b, the conn's bucket, kept here so that Close and Release
 	// need not read info: in a pool of many addresses that read is a
@@ -93,8 +102,19 @@ func (c *Conn) mark(bit uint64) {
 func (c *Conn) load() *pconn { return (*pconn)(atomic.LoadPointer(&c.pc)) }
 
 // end ends the handle and returns its pconn, or nil if it had ended
-// already.
+// already. It serves shared leases and handles not yet handed out; see
+// Conn.pc.
 func (c *Conn) end() *pconn { return (*pconn)(atomic.SwapPointer(&c.pc, nil)) }
+
+// ended reports whether the handle has ended. Any goroutine may call it.
+func (c *Conn) ended() bool {
+	if c.b == nil {
+		return c.load() == nil
+	}
+	c.b.mu.Lock()
+	defer c.b.mu.Unlock()
+	return c.load() == nil
+}
 
 // pconn is one pooled value, bound to its address for life: a net.Conn for
 // a [Pool]'s own API, any io.Closer for the clientpool package, which runs
@@ -130,14 +150,17 @@ type connInfo struct {
 // Return only connections that are in a clean state for the next holder: no
 // unread reply, no half-written request. Release the others.
 func (c *Conn) Close() error {
-	pc := c.end()
-	if pc == nil {
-		return ErrConnClosed
-	}
-	if c.has(sharedBit) {
+	if c.has(sharedBit) { // set before the handle was handed out, if at all
+		pc := c.end()
+		if pc == nil {
+			return ErrConnClosed
+		}
 		return c.b.unshare(pc)
 	}
-	return c.b.put(pc, c.info)
+	if c.b == nil { // a Conn the pool did not make
+		return ErrConnClosed
+	}
+	return c.b.put(c)
 }
 
 // Release closes the socket and removes it from the pool's counts. Use it
@@ -223,14 +246,17 @@ func (c *Conn) SetWriteDeadline(t time.Time) error {
 // value that other leases share is then closed at once rather than when
 // its last lease ends.
 func (c *Conn) release(now bool) error {
-	pc := c.end()
-	if pc == nil {
-		return ErrConnClosed
-	}
 	if c.has(sharedBit) {
+		pc := c.end()
+		if pc == nil {
+			return ErrConnClosed
+		}
 		return c.b.breakShare(pc, now)
 	}
-	return c.b.release(pc.v)
+	if c.b == nil { // a Conn the pool did not make
+		return ErrConnClosed
+	}
+	return c.b.release(c)
 }
 
 // NetConn returns the net.Conn the pool dialed, under this handle, for

@@ -871,3 +871,43 @@ func newBenchPool(b *testing.B, keys []string, timeout time.Duration, opts ...co
 	}
 	return p
 }
+
+// TestConcurrentEndsOfOneHandle ends one handle from two goroutines at
+// once, with each pair of Close and Release: exactly one ends it, the
+// other gets ErrConnClosed, and the conn is counted once, as idle or as
+// released.
+func TestConcurrentEndsOfOneHandle(t *testing.T) {
+	ends := map[string]func(net.Conn) error{
+		"Close":   func(c net.Conn) error { return c.Close() },
+		"Release": func(c net.Conn) error { return c.(*connpool.Conn).Release() },
+	}
+	for firstName, first := range ends {
+		for secondName, second := range ends {
+			t.Run(firstName+"/"+secondName, func(t *testing.T) {
+				var d testnet.FakeDialer
+				p := newPool(t, d.Dial, 4, time.Minute)
+				for range 200 {
+					c, err := p.Get("a:1")
+					require.NoError(t, err)
+					errs := make([]error, 2)
+					var wg sync.WaitGroup
+					wg.Go(func() { errs[0] = first(c) })
+					wg.Go(func() { errs[1] = second(c) })
+					wg.Wait()
+					ended := 0
+					for _, err := range errs {
+						if err == nil {
+							ended++
+						} else {
+							assert.ErrorIs(t, err, connpool.ErrConnClosed)
+						}
+					}
+					require.Equal(t, 1, ended, "errors: %v", errs)
+				}
+				s := p.Stats()
+				assert.Zero(t, s.InUse)
+				assert.Equal(t, int64(len(d.Conns())), s.Idle+s.Released, "each conn is idle or released: %+v", s)
+			})
+		}
+	}
+}

@@ -58,7 +58,7 @@ type leakTracker struct {
 	threshold int64 // nanoseconds
 	report    func(LeakReport)
 
-	mu sync.Mutex // protects held
+	mu sync.Mutex // protects held; taken before any bucket.mu
 	// held lists the handles checked out and not yet reported, oldest
 	// first. A handle that ended (Close or Release) is dropped by the next
 	// scan: handles are never reused, so an ended one stays ended.
@@ -92,7 +92,7 @@ func (t *leakTracker) scan(now int64) {
 	kept := t.held[:0]
 	for _, h := range t.held {
 		switch {
-		case h.c.load() == nil: // returned or released
+		case h.c.ended(): // returned or released
 		case now-h.since >= t.threshold:
 			leaks = append(leaks, h)
 		default:

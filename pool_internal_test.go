@@ -409,3 +409,28 @@ func TestHotStructSizes(t *testing.T) {
 	assert.EqualValues(t, 24, unsafe.Sizeof(Conn{}), "Conn")
 	assert.LessOrEqual(t, unsafe.Sizeof(bucket{}), uintptr(128), "bucket")
 }
+
+// TestLeakScanRacesWithClose runs the leak tracker's scan, which the
+// cleaner runs, at the same time as a holder's Close: under -race, the scan
+// must see the handle's end through the bucket's lock, which Close ends it
+// under.
+func TestLeakScanRacesWithClose(t *testing.T) {
+	var d testnet.FakeDialer
+	clock := new(fakeClock)
+	p, err := New(d.Dial, 4, time.Hour, withClock(clock),
+		WithLeakDetection(time.Hour, func(LeakReport) { t.Error("nothing is held for an hour") }))
+	require.NoError(t, err)
+	defer p.Close()
+	for range 100 {
+		c, err := p.Get("a:1")
+		require.NoError(t, err)
+		var wg sync.WaitGroup
+		wg.Go(func() { p.leaks.scan(clock.read()) })
+		wg.Go(func() { assert.NoError(t, c.Close()) })
+		wg.Wait()
+	}
+	p.leaks.scan(clock.read())
+	p.leaks.mu.Lock()
+	defer p.leaks.mu.Unlock()
+	assert.Empty(t, p.leaks.held, "every handle ended, and a scan drops it")
+}
