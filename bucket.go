@@ -333,26 +333,34 @@ const (
 // newConnLocked returns a fresh handle for pc, whose info the caller
 // passes in.
 func (b *bucket) newConnLocked(pc *pconn, info *connInfo) *Conn {
-	var c *Conn
-	switch {
-	case b.handles != nil:
-	case b.pool.buckets.large.Load():
-		c = new(Conn)
-	default:
-		b.handles, b.carved = new([handleBatch]Conn), 0
-	}
+	c := b.carveLocked()
 	if c == nil {
-		c = &b.handles[b.carved]
-		b.carved++
-		if b.carved == handleBatch {
-			b.handles = nil // hold on to no spent batch
-		}
+		c = new(Conn)
 	}
-	b.busy = true
 	c.pc = unsafe.Pointer(pc) // not yet shared: see Conn.pc
 	c.b, c.info = b, info
 	if b.probing && pc.probe.applies() {
 		c.set(probedBit)
+	}
+	return c
+}
+
+// carveLocked returns an unused handle of the bucket's batch, or nil in a
+// pool of many addresses, which allocates its handles one by one
+// (batchedAddresses). It counts the checkout in busy.
+func (b *bucket) carveLocked() *Conn {
+	b.busy = true
+	switch {
+	case b.handles != nil:
+	case b.pool.buckets.large.Load():
+		return nil
+	default:
+		b.handles, b.carved = new([handleBatch]Conn), 0
+	}
+	c := &b.handles[b.carved]
+	b.carved++
+	if b.carved == handleBatch {
+		b.handles = nil // hold on to no spent batch
 	}
 	return c
 }
@@ -365,6 +373,23 @@ func (b *bucket) reuseLocked(ic *idleConn, now int64) *Conn {
 	c.set(reusedBit)
 	c.setIdle(now - ic.since)
 	b.reuses++
+	return c
+}
+
+// fillReused returns c, carved for the idle conn ic under b.mu, or a new
+// handle if c is nil, made for ic as reuseLocked makes one. The handle is
+// the checkout's alone from carving, so the lock need not be held.
+func (b *bucket) fillReused(c *Conn, ic idleConn, probed bool, now int64) *Conn {
+	if c == nil {
+		c = new(Conn)
+	}
+	c.pc = unsafe.Pointer(ic.pc) // not yet shared: see Conn.pc
+	c.b, c.info = b, ic.info
+	c.state = reusedBit
+	if probed {
+		c.state |= probedBit
+	}
+	c.setIdle(now - ic.since)
 	return c
 }
 
@@ -430,6 +455,19 @@ func (b *bucket) acquire(fresh, pay, waited bool) (c *Conn, w *waiter, gen uint3
 	// LRU is kept.
 	if ic := b.newestIdleLocked(); !fresh && ic != nil {
 		if p.lru == nil && b.freshLocked(ic, now) && (!b.blocking || b.servesBlockingLocked(ic)) {
+			if p.shares == 0 {
+				// The handle is made after the lock is released: its
+				// memory is most likely not cached in a pool of many
+				// addresses, and a store that misses the cache would
+				// hold up the unlock, a locked instruction, and so the
+				// lock.
+				got, probed := *ic, b.probing && ic.pc.probe.applies()
+				c = b.carveLocked()
+				b.reuses++
+				b.popIdleLocked(ic)
+				b.mu.Unlock()
+				return b.fillReused(c, got, probed, now), nil, 0, nil
+			}
 			c = b.reuseLocked(ic, now)
 			if p.shares > 0 && !c.has(probedBit) && p.validator == nil {
 				b.adoptShareLocked(c, ic.pc)
