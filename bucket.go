@@ -618,9 +618,14 @@ func (b *bucket) discardLocked(out []io.Closer, v io.Closer, reason CloseReason)
 // then frees their slots and reports them to the trace. It returns the
 // last close error that is not nil. The caller holds no lock.
 func (b *bucket) closeDiscarded(conns []io.Closer) error {
-	if len(conns) == 0 {
+	if len(conns) == 0 { // the common case, inlined
 		return nil
 	}
+	return b.closeEach(conns)
+}
+
+// closeEach serves closeDiscarded.
+func (b *bucket) closeEach(conns []io.Closer) error {
 	var err error
 	for _, v := range conns {
 		if e := v.Close(); e != nil {

@@ -64,7 +64,14 @@ func (b *bucket) pruneBlockedLocked(out []io.Closer) []io.Closer {
 // pool open while holding b.mu; see closeLaterLocked for why Pool.Close
 // then waits for the watcher.
 func (b *bucket) watchBlockedLocked() {
-	if !b.blocking || b.idleLenLocked() == 0 || !b.connWaiterLocked() || b.cold.watching {
+	if b.blocking { // inlined: few addresses have values that block
+		b.startWatchLocked()
+	}
+}
+
+// startWatchLocked serves watchBlockedLocked.
+func (b *bucket) startWatchLocked() {
+	if b.idleLenLocked() == 0 || !b.connWaiterLocked() || b.cold.watching {
 		return
 	}
 	b.cold.watching = true
