@@ -19,10 +19,12 @@ import (
 // on to it keeps no socket or buffer in memory.
 //
 // As with any net.Conn, Read and Write may be called concurrently. Close must
-// not race with a Read or Write still in progress on the same handle, since it
-// hands the socket to the next caller (the race detector reports it); to abort
-// blocked I/O, set a deadline or call Release. Close and Release may race with
-// each other: one of them ends the handle, the other returns ErrConnClosed.
+// not race with the handle's other methods (Read, Write, the deadline
+// setters, NetConn), only with Release and the address getters, since it
+// hands the socket to the next caller; the race detector reports such a
+// race. To abort blocked I/O, set a deadline or call Release, which may race
+// with every method. Close and Release may race with each other: one of them
+// ends the handle, the other returns ErrConnClosed.
 type Conn struct {
 	// pc is the *pconn while the handle is in use, and nil from the moment
 	// Close or Release ends it: that change is the handle's one-shot state

@@ -16,7 +16,8 @@ import (
 // refers to its value.
 //
 // Close must not race with a call still running on the value through this
-// lease, since it hands the value to the next caller.
+// lease, nor with Value, since it hands the value to the next caller; the
+// race detector reports such a race. Release may race with both.
 type Lease[T io.Closer] connpool.Conn
 
 // conn returns the engine's handle that the lease is.
