@@ -707,9 +707,9 @@ func (b *bucket) adoptLocked(pc *pconn, now int64) (toClose []io.Closer, victim 
 	return b.putLocked(pc, pc.info)
 }
 
-// put ends c, a handle of b that is not a shared lease, whose holder called
-// Close, and takes back its conn. It returns the socket's close error if the
-// pool did not keep it, and ErrConnClosed if c had ended already.
+// put ends c, a handle of b whose holder called Close, and takes back its
+// conn, or its lease on a shared value. It returns the socket's close error
+// if the pool did not keep it, and ErrConnClosed if c had ended already.
 func (b *bucket) put(c *Conn) error {
 	p := b.pool
 	now := p.coarse.Load()
@@ -730,13 +730,20 @@ func (b *bucket) put(c *Conn) error {
 	if now > b.now {
 		b.now = now
 	}
-	toClose, victim := b.putLocked(pc, c.info)
+	var toClose []io.Closer
+	var victim *lruNode
+	returned := true // the value went through putLocked: PutConn may report it
+	if c.has(sharedBit) {
+		toClose, victim, returned = b.unshareLocked(pc)
+	} else {
+		toClose, victim = b.putLocked(pc, c.info)
+	}
 	b.mu.Unlock()
 	if victim != nil {
 		victim.b.evict(victim)
 	}
 	err := b.closeDiscarded(toClose)
-	if t := p.trace; t != nil && t.PutConn != nil && !closes(toClose, pc) {
+	if t := p.trace; returned && t != nil && t.PutConn != nil && !closes(toClose, pc) {
 		t.PutConn(b.address)
 	}
 	return err
@@ -798,10 +805,10 @@ func (b *bucket) evictLocked(out []io.Closer, victim *lruNode) []io.Closer {
 	return out
 }
 
-// release ends c, a handle of b that is not a shared lease, whose holder
-// called Release, and closes its conn. It returns ErrConnClosed if c had
-// ended already.
-func (b *bucket) release(c *Conn) error {
+// release ends c, a handle of b whose holder called Release, and closes
+// its conn; a shared value is closed when its last lease ends, or at once
+// if now is set. It returns ErrConnClosed if c had ended already.
+func (b *bucket) release(c *Conn, now bool) error {
 	b.mu.Lock()
 	pc := (*pconn)(c.pc) // see put
 	if pc == nil {
@@ -809,7 +816,12 @@ func (b *bucket) release(c *Conn) error {
 		return ErrConnClosed
 	}
 	atomic.StorePointer(&c.pc, nil) // a Read may load it meanwhile
-	toClose := b.discardLocked(nil, pc.v, CloseReleased)
+	var toClose []io.Closer
+	if c.has(sharedBit) {
+		toClose = b.breakShareLocked(pc, now)
+	} else {
+		toClose = b.discardLocked(nil, pc.v, CloseReleased)
+	}
 	b.mu.Unlock()
 	return b.closeDiscarded(toClose)
 }

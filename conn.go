@@ -31,14 +31,13 @@ type Conn struct {
 	// change. It is written plainly when the handle is carved, before any
 	// other goroutine can see it. Readers outside b.mu load it atomically
 	// (load). Afterwards it changes once, to nil:
-	//   - for a handle of the pool's own (no sharedBit), always under b.mu
-	//     (put, release), so that a Close, which is not allowed to race
-	//     with the handle's I/O, can test and clear it with plain
+	//   - for a handle that was handed out, always under b.mu (put,
+	//     release), so that a Close, which is not allowed to race with the
+	//     handle's other methods, can test and clear it with plain
 	//     instructions: an atomic swap would be one more locked
 	//     instruction on every return. Release, which may race with a
 	//     Read, clears it with an atomic store;
-	//   - for a shared lease, or a handle not yet handed out, with an
-	//     atomic swap (end).
+	//   - for a handle not yet handed out, with an atomic swap (end).
 	// (A typed atomic.Pointer would need an atomic store at carving.)
 	pc unsafe.Pointer
 	// b is info.b, the conn's bucket, kept here so that Close and Release
@@ -104,8 +103,7 @@ func (c *Conn) mark(bit uint64) {
 func (c *Conn) load() *pconn { return (*pconn)(atomic.LoadPointer(&c.pc)) }
 
 // end ends the handle and returns its pconn, or nil if it had ended
-// already. It serves shared leases and handles not yet handed out; see
-// Conn.pc.
+// already. It serves handles not yet handed out; see Conn.pc.
 func (c *Conn) end() *pconn { return (*pconn)(atomic.SwapPointer(&c.pc, nil)) }
 
 // ended reports whether the handle has ended. Any goroutine may call it.
@@ -152,13 +150,6 @@ type connInfo struct {
 // Return only connections that are in a clean state for the next holder: no
 // unread reply, no half-written request. Release the others.
 func (c *Conn) Close() error {
-	if c.has(sharedBit) { // set before the handle was handed out, if at all
-		pc := c.end()
-		if pc == nil {
-			return ErrConnClosed
-		}
-		return c.b.unshare(pc)
-	}
 	if c.b == nil { // a Conn the pool did not make
 		return ErrConnClosed
 	}
@@ -248,17 +239,10 @@ func (c *Conn) SetWriteDeadline(t time.Time) error {
 // value that other leases share is then closed at once rather than when
 // its last lease ends.
 func (c *Conn) release(now bool) error {
-	if c.has(sharedBit) {
-		pc := c.end()
-		if pc == nil {
-			return ErrConnClosed
-		}
-		return c.b.breakShare(pc, now)
-	}
 	if c.b == nil { // a Conn the pool did not make
 		return ErrConnClosed
 	}
-	return c.b.release(c)
+	return c.b.release(c, now)
 }
 
 // NetConn returns the net.Conn the pool dialed, under this handle, for

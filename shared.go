@@ -181,27 +181,6 @@ func (b *bucket) sharedLocked(pc *pconn) int {
 	panic("connpool: bug: a shared lease's value is not listed")
 }
 
-// unshare ends a lease on the shared value pc whose holder called Close,
-// and returns the value's close error if its last lease ended and the pool
-// did not keep it.
-func (b *bucket) unshare(pc *pconn) error {
-	now := b.pool.coarse.Load()
-	b.mu.Lock()
-	if now > b.now {
-		b.now = now
-	}
-	toClose, victim, last := b.unshareLocked(pc)
-	b.mu.Unlock()
-	if victim != nil {
-		victim.b.evict(victim)
-	}
-	err := b.closeDiscarded(toClose)
-	if t := b.pool.trace; last && t != nil && t.PutConn != nil && !closes(toClose, pc) {
-		t.PutConn(b.address)
-	}
-	return err
-}
-
 // unshareLocked ends a lease on pc: its share goes to the oldest checkout
 // waiting at the address if the value is in rotation, and otherwise the
 // value's count of leases goes down. At the last lease the value leaves
@@ -239,12 +218,11 @@ func (b *bucket) removeSharedLocked(i int) {
 	b.cold.shared = s[:last]
 }
 
-// breakShare ends a lease on the shared value pc whose holder called
+// breakShareLocked ends a lease on the shared value pc whose holder called
 // Release: the value leaves rotation, and is closed when its last lease
-// ends, or at once if now is set. It returns the close error if the value
-// was closed.
-func (b *bucket) breakShare(pc *pconn, now bool) error {
-	b.mu.Lock()
+// ends, or at once if now is set. It returns what the caller must close
+// with closeDiscarded once b.mu is released.
+func (b *bucket) breakShareLocked(pc *pconn, now bool) []io.Closer {
 	i := b.sharedLocked(pc)
 	sv := &b.cold.shared[i]
 	if sv.reason == notCounted {
@@ -263,8 +241,7 @@ func (b *bucket) breakShare(pc *pconn, now bool) error {
 		}
 		b.removeSharedLocked(i)
 	}
-	b.mu.Unlock()
-	return b.closeDiscarded(toClose)
+	return toClose
 }
 
 // sharedStatsLocked fills in the shared-mode counts of d.

@@ -1,6 +1,7 @@
 package connpool
 
 import (
+	"sync"
 	"testing"
 	"time"
 
@@ -43,4 +44,53 @@ func TestSharedLeaseNeverLandsOnAValuePastItsLifetime(t *testing.T) {
 	defer c1.Close()
 	require.NotSame(t, h1.load(), c2.(*Conn).load(),
 		"a new lease was put on a value past its max lifetime (deadline %d, clock %d)", deadline, clock.now.Load())
+}
+
+// TestConcurrentEndsOfOneSharedLease ends one lease on a shared value from
+// two goroutines at once, with each pair of Close, Release and the
+// immediate release of clientpool: exactly one ends it, the other gets
+// ErrConnClosed, and the value's count of leases stays right, so that the
+// pool ends with nothing in use.
+func TestConcurrentEndsOfOneSharedLease(t *testing.T) {
+	ends := map[string]func(*Conn) error{
+		"Close":      (*Conn).Close,
+		"Release":    (*Conn).Release,
+		"ReleaseNow": func(c *Conn) error { return c.release(true) },
+	}
+	for firstName, first := range ends {
+		for secondName, second := range ends {
+			t.Run(firstName+"/"+secondName, func(t *testing.T) {
+				var d testnet.FakeDialer
+				p, err := New(d.Dial, 4, time.Minute, withShares(2))
+				require.NoError(t, err)
+				defer p.Close()
+				other, err := p.Get("a:1") // a second lease keeps the value shared
+				require.NoError(t, err)
+				for range 100 {
+					c, err := p.Get("a:1")
+					require.NoError(t, err)
+					h := c.(*Conn)
+					require.True(t, h.has(sharedBit))
+					errs := make([]error, 2)
+					var wg sync.WaitGroup
+					wg.Go(func() { errs[0] = first(h) })
+					wg.Go(func() { errs[1] = second(h) })
+					wg.Wait()
+					ended := 0
+					for _, err := range errs {
+						if err == nil {
+							ended++
+						} else {
+							require.ErrorIs(t, err, ErrConnClosed)
+						}
+					}
+					require.Equal(t, 1, ended, "errors: %v", errs)
+				}
+				require.NoError(t, other.Close())
+				s := p.Stats()
+				require.Zero(t, s.InUse, "%+v", s)
+				require.Zero(t, s.Leases, "%+v", s)
+			})
+		}
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unsafe"
 )
 
 // BenchmarkFloor measures the least work a hit path can do on this
@@ -47,6 +48,26 @@ func BenchmarkFloor(b *testing.B) {
 			})
 		})
 	}
+	// The same at 100,000 addresses with each address's structure padded
+	// to 160 bytes, the size of connpool's: what the size alone costs
+	// once the addresses no longer fit in the caches. Not in run.sh's
+	// list; docs/performance.md quotes it.
+	b.Run("Floor=MapMutexPopPushPadded/Keys=100000", func(b *testing.B) {
+		modes(b, func(b *testing.B, parallel bool) {
+			const keys = 100000
+			created, visits := addresses(keys)
+			m := make(map[string]*bucket, keys)
+			for _, a := range created {
+				pb := new(paddedBucket)
+				pb.idle = newBucket(1).idle
+				m[a] = &pb.bucket
+			}
+			run(b, parallel, func(i int) {
+				bk := m[visits[i%keys]]
+				bk.push(bk.pop())
+			})
+		})
+	})
 	b.Run("Floor=TimeSince", func(b *testing.B) {
 		modes(b, func(b *testing.B, parallel bool) {
 			start := time.Now()
@@ -91,6 +112,13 @@ type bucket struct {
 	mu   sync.Mutex // protects the fields below
 	idle []net.Conn
 	last *handle // the newest handle from pushKeep
+}
+
+// paddedBucket is a bucket the size of connpool's per-address structure
+// (160 bytes on 64-bit platforms).
+type paddedBucket struct {
+	bucket
+	_ [160 - unsafe.Sizeof(bucket{})]byte
 }
 
 // handle stands for the 32-byte value a pool may allocate on each Get.
