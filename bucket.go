@@ -369,16 +369,14 @@ func (b *bucket) carveLocked() *Conn {
 // whether it was reused and for how long it sat idle by the checkout's
 // clock reading now.
 func (b *bucket) reuseLocked(ic *idleConn, now int64) *Conn {
-	c := b.newConnLocked(ic.pc, ic.info)
-	c.set(reusedBit)
-	c.setIdle(now - ic.since)
 	b.reuses++
-	return c
+	return b.fillReused(b.carveLocked(), *ic, b.probing && ic.pc.probe.applies(), now)
 }
 
-// fillReused returns c, carved for the idle conn ic under b.mu, or a new
-// handle if c is nil, made for ic as reuseLocked makes one. The handle is
-// the checkout's alone from carving, so the lock need not be held.
+// fillReused returns c, carved for the idle conn ic, or a new handle if c
+// is nil, made for ic: reused, idle since ic.since, and probed as told.
+// The handle is the checkout's alone from carving, so the caller need not
+// hold b.mu.
 func (b *bucket) fillReused(c *Conn, ic idleConn, probed bool, now int64) *Conn {
 	if c == nil {
 		c = new(Conn)
@@ -715,7 +713,8 @@ func (b *bucket) put(c *Conn) error {
 	now := p.coarse.Load()
 	b.mu.Lock()
 	// Plain accesses: every change of c.pc after carving is made under
-	// b.mu, and a Close may not race with the handle's I/O (see Conn.pc).
+	// b.mu, and a Close may not race with the handle's other methods (see
+	// Conn.pc).
 	pc := (*pconn)(c.pc)
 	if pc == nil {
 		b.mu.Unlock()

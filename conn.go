@@ -106,11 +106,9 @@ func (c *Conn) load() *pconn { return (*pconn)(atomic.LoadPointer(&c.pc)) }
 // already. It serves handles not yet handed out; see Conn.pc.
 func (c *Conn) end() *pconn { return (*pconn)(atomic.SwapPointer(&c.pc, nil)) }
 
-// ended reports whether the handle has ended. Any goroutine may call it.
+// ended reports whether a handle the pool handed out has ended. Any
+// goroutine may call it.
 func (c *Conn) ended() bool {
-	if c.b == nil {
-		return c.load() == nil
-	}
 	c.b.mu.Lock()
 	defer c.b.mu.Unlock()
 	return c.load() == nil
