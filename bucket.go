@@ -37,26 +37,41 @@ type idleConn struct {
 type bucket struct {
 	mu sync.Mutex // protects the fields below but address and pool; taken after registry.mu and leakTracker.mu, before idleLRU.mu
 
+	// The bucket is 128 bytes on 64-bit platforms, a size class whose
+	// objects the allocator aligns to 128 bytes: a checkout in a pool of
+	// many addresses, whose buckets are not cached, then touches two
+	// adjacent cache lines, which the processor fetches as a pair, and
+	// 100,000 addresses take 12.8 MB, within reach of the TLB more often
+	// than 16 would be. So fields that checkouts seldom touch are kept
+	// out of line (stack, cold) and the counters are 32 bits wide with
+	// their carries in cold (countReuseLocked). TestBucketSize checks the
+	// size.
+
+	address string
+
 	// The idle conns form a LIFO stack, kept in two parts: top, if it
 	// holds a conn (top.pc is not nil), is the most recently returned one,
-	// and stack holds the others, stack[len(stack)-1] the newest of them.
-	// A return puts its conn in top, moving the conn there onto stack
-	// first; a checkout takes top, else stack's newest. So the usual
-	// alternation of checkouts and returns at an address touches top
-	// alone, in the bucket, and not the array behind stack, which would be
-	// one more cache miss; and an address that keeps one idle conn
-	// allocates no array. The rest of the code reads the idle conns
-	// through idleLocked, which moves top onto stack so that stack holds
-	// them all, or counts them with idleLenLocked; the sweep and the
-	// probes of WithMinIdle read top in place.
+	// and stack holds the others, oldest first. A return puts its conn in
+	// top, moving the conn there onto stack first; a checkout takes top,
+	// else stack's newest. So the usual alternation of checkouts and
+	// returns at an address touches top alone, in the bucket, and not the
+	// array behind stack, which would be one more cache miss; and an
+	// address that keeps one idle conn allocates no array. stack is a
+	// pointer to the slice, allocated with the first array, so that the
+	// bucket keeps its size; read and set it with stackLocked and
+	// setStackLocked. The rest of the code reads the idle conns through
+	// idleLocked, which moves top onto stack so that stack holds them all,
+	// or counts them with idleLenLocked; the sweep and the probes of
+	// WithMinIdle read top in place.
 	// Invariants:
 	//   - idleLenLocked() <= pool.capacity;
-	//   - since is non-decreasing from stack[0] up to top (stamps are taken
-	//     from now, which never decreases), so idle-expired conns form a
-	//     prefix and stack[0], or else top, is the least recently returned;
+	//   - since is non-decreasing from the stack's oldest up to top (stamps
+	//     are taken from now, which never decreases), so idle-expired
+	//     conns form a prefix and the stack's oldest, or else top, is the
+	//     least recently returned;
 	//   - once the pool is closed, there is no idle conn.
 	top   idleConn
-	stack []idleConn
+	stack *[]idleConn
 
 	// now is the latest clock reading seen for this bucket. It never
 	// decreases.
@@ -78,18 +93,39 @@ type bucket struct {
 	// once all are.
 	handles *[handleBatch]Conn
 
-	// reuses and dials are the counters that checkouts move; the others
-	// are in cold. Counters reports the sum (countersLocked).
-	reuses int64
+	// retryTokens is the address's retry budget, in retries: each
+	// checkout pays in, each retry takes one out (budget.go).
+	retryTokens float64
 
 	// cold holds what most addresses never need: waiting, Warm and Drain
 	// state and the rarer counters. It is allocated the first time one of
 	// them is needed, and nil means all of them are zero.
 	cold *bucketCold
 
-	// retryTokens is the address's retry budget, in retries: each
-	// checkout pays in, each retry takes one out (budget.go).
-	retryTokens float64
+	// reuses and dials are the counters that checkouts move, modulo 2^32;
+	// cold holds the rest of them and the other counters.
+	// countersLocked reports the sums.
+	reuses uint32
+	dials  uint32
+
+	// total counts open conns bound to address: idle plus in use.
+	// Invariant: total >= idleLenLocked().
+	total int32
+
+	// dialing counts dials in flight for address, including slots granted
+	// to waiters that are about to dial. Invariant: with a MaxActive limit,
+	// total + dialing + closing <= maxActive.
+	dialing int32
+
+	// closing counts conns taken out of service whose Close has not
+	// returned yet. They keep their slot until it has: a socket exists
+	// until it is closed. Every conn given to closeDiscarded was counted
+	// here by discardLocked.
+	closing int32
+
+	// waiting is cold.waiters.len(), kept here so that a Close with no
+	// checkout waiting need not read cold.
+	waiting int32
 
 	// dropped is set when the cleaner removes the bucket from the registry.
 	// A dropped bucket has no conns, dials, closes or waiters, and accepts
@@ -124,47 +160,53 @@ type bucket struct {
 	// was dialed after it, so an address that was used and not drained
 	// since has it set.
 	topUp bool
+}
 
-	// total counts open conns bound to address: idle plus in use.
-	// Invariant: total >= len(idle).
-	total int32
+// stackLocked returns the idle conns below top, oldest first.
+func (b *bucket) stackLocked() []idleConn {
+	if b.stack == nil {
+		return nil
+	}
+	return *b.stack
+}
 
-	// dialing counts dials in flight for address, including slots granted
-	// to waiters that are about to dial. Invariant: with a MaxActive limit,
-	// total + dialing + closing <= maxActive.
-	dialing int32
+// setStackLocked makes s the idle conns below top.
+func (b *bucket) setStackLocked(s []idleConn) {
+	if b.stack == nil {
+		if cap(s) == 0 {
+			return
+		}
+		b.stack = new([]idleConn)
+	}
+	*b.stack = s
+}
 
-	// closing counts conns taken out of service whose Close has not
-	// returned yet. They keep their slot until it has: a socket exists
-	// until it is closed. Every conn given to closeDiscarded was counted
-	// here by discardLocked.
-	closing int32
-
-	// waiting is cold.waiters.len(), kept here so that a Close with no
-	// checkout waiting need not read cold.
-	waiting int32
-
-	dials int64 // see reuses
-
-	address string
+// deleteIdleLocked takes the conn at i of idleLocked's stack off it and
+// returns it.
+func (b *bucket) deleteIdleLocked(i int) idleConn {
+	s := b.stackLocked()
+	ic := s[i]
+	b.setStackLocked(slices.Delete(s, i, i+1))
+	return ic
 }
 
 // idleLocked returns the whole idle stack, oldest first, after moving top
-// onto it. The caller may change the stack through b.stack.
+// onto it. The caller may change the stack with setStackLocked or
+// deleteIdleLocked.
 func (b *bucket) idleLocked() []idleConn {
 	if b.top.pc != nil {
-		if len(b.stack) == cap(b.stack) {
+		if s := b.stackLocked(); len(s) == cap(s) {
 			b.growIdleLocked()
 		}
-		b.stack = append(b.stack, b.top)
+		b.setStackLocked(append(b.stackLocked(), b.top))
 		b.top = idleConn{}
 	}
-	return b.stack
+	return b.stackLocked()
 }
 
 // idleLenLocked returns how many conns are idle.
 func (b *bucket) idleLenLocked() int {
-	n := len(b.stack)
+	n := len(b.stackLocked())
 	if b.top.pc != nil {
 		n++
 	}
@@ -173,11 +215,11 @@ func (b *bucket) idleLenLocked() int {
 
 // newestIdleLocked returns the most recently returned idle conn, or nil.
 func (b *bucket) newestIdleLocked() *idleConn {
-	switch {
-	case b.top.pc != nil:
+	if b.top.pc != nil {
 		return &b.top
-	case len(b.stack) > 0:
-		return &b.stack[len(b.stack)-1]
+	}
+	if s := b.stackLocked(); len(s) > 0 {
+		return &s[len(s)-1]
 	}
 	return nil
 }
@@ -186,7 +228,8 @@ func (b *bucket) newestIdleLocked() *idleConn {
 func (b *bucket) popIdleLocked(ic *idleConn) {
 	*ic = idleConn{}
 	if ic != &b.top {
-		b.stack = b.stack[:len(b.stack)-1]
+		s := b.stackLocked()
+		b.setStackLocked(s[:len(s)-1])
 	}
 }
 
@@ -209,11 +252,12 @@ func (b *bucket) takeIdleLocked() []idleConn {
 // one: twice its size, but never more than the pool's capacity, which the
 // stack cannot outgrow.
 func (b *bucket) growIdleLocked() {
-	n := max(min(2*cap(b.stack), b.pool.capacity), cap(b.stack)+1)
-	idle := make([]idleConn, len(b.stack), n)
-	copy(idle, b.stack)
-	clear(b.stack)
-	b.stack = idle
+	s := b.stackLocked()
+	n := max(min(2*cap(s), b.pool.capacity), cap(s)+1)
+	idle := make([]idleConn, len(s), n)
+	copy(idle, s)
+	clear(s)
+	b.setStackLocked(idle)
 }
 
 // newBucket returns the empty bucket of address in p.
@@ -243,7 +287,8 @@ type bucketCold struct {
 	// current generation.
 	gen uint32
 
-	// counters are the bucket's counters other than Dials and Reuses.
+	// counters are the bucket's counters, but for the part of Dials and
+	// Reuses that the bucket's own fields hold (countersLocked).
 	counters Counters
 
 	// watching is set while a goroutine watches for blocked idle values
@@ -313,8 +358,34 @@ func (b *bucket) countersLocked() Counters {
 	if b.cold != nil {
 		c = b.cold.counters
 	}
-	c.Dials, c.Reuses = b.dials, b.reuses
+	c.Dials += int64(b.dials)
+	c.Reuses += int64(b.reuses)
 	return c
+}
+
+// countReuseLocked counts a reuse, carrying into cold when reuses wraps.
+func (b *bucket) countReuseLocked() {
+	b.reuses++
+	if b.reuses == 0 {
+		b.coldLocked().counters.Reuses += 1 << 32
+	}
+}
+
+// uncountReuseLocked takes back a reuse that countReuseLocked counted,
+// borrowing from cold when reuses wraps.
+func (b *bucket) uncountReuseLocked() {
+	if b.reuses == 0 {
+		b.coldLocked().counters.Reuses -= 1 << 32
+	}
+	b.reuses--
+}
+
+// countDialLocked counts a dial, carrying into cold when dials wraps.
+func (b *bucket) countDialLocked() {
+	b.dials++
+	if b.dials == 0 {
+		b.coldLocked().counters.Dials += 1 << 32
+	}
 }
 
 const (
@@ -369,7 +440,7 @@ func (b *bucket) carveLocked() *Conn {
 // whether it was reused and for how long it sat idle by the checkout's
 // clock reading now.
 func (b *bucket) reuseLocked(ic *idleConn, now int64) *Conn {
-	b.reuses++
+	b.countReuseLocked()
 	return b.fillReused(b.carveLocked(), *ic, b.probing && ic.pc.probe.applies(), now)
 }
 
@@ -398,7 +469,7 @@ func (b *bucket) fillReused(c *Conn, ic idleConn, probed bool, now int64) *Conn 
 func (b *bucket) unreuse(c *Conn, pc *pconn, reason CloseReason, now bool) {
 	c.end()
 	b.mu.Lock()
-	b.reuses--
+	b.uncountReuseLocked()
 	toClose := b.discardLocked(nil, pc.v, reason)
 	if !now {
 		toClose = b.closeOffPathLocked(toClose)
@@ -461,7 +532,7 @@ func (b *bucket) acquire(fresh, pay, waited bool) (c *Conn, w *waiter, gen uint3
 				// lock.
 				got, probed := *ic, b.probing && ic.pc.probe.applies()
 				c = b.carveLocked()
-				b.reuses++
+				b.countReuseLocked()
 				b.popIdleLocked(ic)
 				b.mu.Unlock()
 				return b.fillReused(c, got, probed, now), nil, 0, nil
@@ -494,8 +565,7 @@ func (b *bucket) acquire(fresh, pay, waited bool) (c *Conn, w *waiter, gen uint3
 			if n < 0 {
 				break // every idle value is still busy: they stay
 			}
-			ic = b.stack[n]
-			b.stack = slices.Delete(b.stack, n, n+1)
+			ic = b.deleteIdleLocked(n)
 		} else {
 			newest := b.newestIdleLocked()
 			if newest == nil {
@@ -530,8 +600,8 @@ func (b *bucket) acquire(fresh, pay, waited bool) (c *Conn, w *waiter, gen uint3
 		// oldest makes room: its slot goes to the oldest waiter, this
 		// checkout or one queued before it for the same reason, once its
 		// Close returns.
-		ic := b.idleLocked()[0]
-		b.stack = slices.Delete(b.stack, 0, 1)
+		b.idleLocked()
+		ic := b.deleteIdleLocked(0)
 		reason := CloseForNew
 		if ic.info.node != nil && p.lru.remove(ic.info.node) {
 			reason = CloseIdleCapEvicted
@@ -673,7 +743,7 @@ func (b *bucket) cancelDialLocked() {
 // caller then passes pc.v to closeDiscarded.
 func (b *bucket) dialedLocked(pc *pconn, now int64) error {
 	b.dialing--
-	b.dials++
+	b.countDialLocked()
 	if now > b.now {
 		b.now = now
 	}
@@ -797,7 +867,7 @@ func (b *bucket) evict(victim *lruNode) {
 func (b *bucket) evictLocked(out []io.Closer, victim *lruNode) []io.Closer {
 	for i, ic := range b.idleLocked() {
 		if ic.info.node == victim {
-			b.stack = slices.Delete(b.stack, i, i+1)
+			b.deleteIdleLocked(i)
 			return b.discardLocked(out, ic.pc.v, CloseIdleCapEvicted)
 		}
 	}
@@ -864,16 +934,17 @@ func (b *bucket) sweepLocked(now int64) (discarded []io.Closer) {
 	}
 	// top is judged where it is, so that a sweep does not move it onto an
 	// array that an address with one idle conn would otherwise never need.
-	kept := b.stack[:0]
-	for _, ic := range b.stack {
+	stack := b.stackLocked()
+	kept := stack[:0]
+	for _, ic := range stack {
 		if reason := judge(&ic); reason == notCounted {
 			kept = append(kept, ic)
 		} else {
 			out = append(out, discard{ic.pc.v, reason})
 		}
 	}
-	clear(b.stack[len(kept):])
-	b.stack = kept
+	clear(stack[len(kept):])
+	b.setStackLocked(kept)
 	if b.top.pc != nil {
 		if reason := judge(&b.top); reason != notCounted {
 			out = append(out, discard{b.top.pc.v, reason})

@@ -97,7 +97,7 @@ func (p *Pool) replenish(b *bucket, now int64, probes idleProbes, dead []idleCon
 	untouched := b.takesLocked() == probes.takes
 	for _, d := range dead {
 		i := slices.IndexFunc(b.idleLocked(), func(ic idleConn) bool { return ic.pc == d.pc })
-		if i >= 0 && (untouched || (b.stack[i].since == d.since && d.since < probes.now)) {
+		if i >= 0 && (untouched || (b.stackLocked()[i].since == d.since && d.since < probes.now)) {
 			toClose = b.removeIdleLocked(toClose, i, CloseDeadWhileIdle)
 		}
 	}
@@ -189,7 +189,7 @@ func minIdleTarget(n, capacity, maxActive int) int {
 // to, for topUp. The caller holds b.mu.
 func (b *bucket) probesLocked() idleProbes {
 	probes := idleProbes{now: b.now, takes: b.takesLocked()}
-	for _, ic := range b.stack {
+	for _, ic := range b.stackLocked() {
 		if ic.pc.probe.applies() {
 			probes.idle = append(probes.idle, ic)
 		}
@@ -204,11 +204,8 @@ func (b *bucket) probesLocked() idleProbes {
 // the conns a checkout took and then discarded (unreuse takes them back
 // out of Reuses), so it never decreases. The caller holds b.mu.
 func (b *bucket) takesLocked() int64 {
-	n := b.reuses
-	if b.cold != nil {
-		n += b.cold.counters.ClosedDeadAtCheckout + b.cold.counters.ClosedValidatorFailed
-	}
-	return n
+	c := b.countersLocked()
+	return c.Reuses + c.ClosedDeadAtCheckout + c.ClosedValidatorFailed
 }
 
 // keptLocked reports whether the cleaner must keep b although nothing is
@@ -218,15 +215,14 @@ func (b *bucket) keptLocked() bool {
 	return b.pool.minIdle > 0 && b.topUp
 }
 
-// removeIdleLocked takes b.stack[i] off the idle stack and out of service
+// removeIdleLocked takes the conn at i of the stack off it and out of service
 // for reason; the caller, which found i, read the stack with idleLocked.
 // It closes what removeIdleLocked returns with closeDiscarded after
 // releasing b.mu.
 func (b *bucket) removeIdleLocked(out []io.Closer, i int, reason CloseReason) []io.Closer {
-	ic := b.stack[i]
+	ic := b.deleteIdleLocked(i)
 	if ic.info.node != nil {
 		b.pool.lru.remove(ic.info.node)
 	}
-	b.stack = slices.Delete(b.stack, i, i+1)
 	return b.discardLocked(out, ic.pc.v, reason)
 }

@@ -1,6 +1,7 @@
 package connpool
 
 import (
+	"math"
 	"net"
 	"slices"
 	"strconv"
@@ -301,7 +302,7 @@ func TestHandlesAreNeverReused(t *testing.T) {
 }
 
 func TestBucketPanicsOnInconsistentCounts(t *testing.T) {
-	b := &bucket{address: "a:1", pool: &Pool{}, total: 0, stack: []idleConn{{}}}
+	b := &bucket{address: "a:1", pool: &Pool{}, total: 0, stack: &[]idleConn{{}}}
 	assert.PanicsWithValue(t, "connpool: bug: bucket a:1 counts are inconsistent", b.checkLocked)
 }
 
@@ -384,7 +385,7 @@ func TestLargePoolAllocatesHandlesOneAtATime(t *testing.T) {
 // idleCopyLocked returns a copy of b's idle stack, oldest first, leaving b as
 // it is. The caller holds b.mu.
 func (b *bucket) idleCopyLocked() []idleConn {
-	s := slices.Clone(b.stack)
+	s := slices.Clone(b.stackLocked())
 	if b.top.pc != nil {
 		s = append(s, b.top)
 	}
@@ -433,4 +434,23 @@ func TestLeakScanRacesWithClose(t *testing.T) {
 	p.leaks.mu.Lock()
 	defer p.leaks.mu.Unlock()
 	assert.Empty(t, p.leaks.held, "every handle ended, and a scan drops it")
+}
+
+// TestCountersCarryPast32Bits: the bucket counts reuses and dials in 32
+// bits and carries into cold, so Counters keep counting past 2^32 and a
+// reuse taken back across the wrap leaves them exact.
+func TestCountersCarryPast32Bits(t *testing.T) {
+	b := &bucket{address: "a:1", pool: &Pool{}}
+	b.reuses, b.dials = math.MaxUint32, math.MaxUint32
+	b.countReuseLocked()
+	b.countDialLocked()
+	c := b.countersLocked()
+	assert.Equal(t, int64(1)<<32, c.Reuses)
+	assert.Equal(t, int64(1)<<32, c.Dials)
+	b.countReuseLocked()
+	assert.Equal(t, int64(1)<<32+1, b.countersLocked().Reuses)
+	b.uncountReuseLocked()
+	b.uncountReuseLocked()
+	assert.Equal(t, int64(math.MaxUint32), b.countersLocked().Reuses, "taken back across the wrap")
+	assert.Equal(t, int64(math.MaxUint32), b.takesLocked())
 }

@@ -2,7 +2,6 @@ package connpool
 
 import (
 	"io"
-	"slices"
 	"time"
 )
 
@@ -51,7 +50,7 @@ func (b *bucket) servesBlockingLocked(ic *idleConn) bool {
 // cleaner.
 func (b *bucket) pruneBlockedLocked(out []io.Closer) []io.Closer {
 	for i := len(b.idleLocked()) - 1; i >= 0; i-- {
-		if pc := b.stack[i].pc; pc.probe.blocked(pc.v) && pc.probe.closed(pc.v) {
+		if pc := b.stackLocked()[i].pc; pc.probe.blocked(pc.v) && pc.probe.closed(pc.v) {
 			out = b.removeIdleLocked(out, i, CloseDeadWhileIdle)
 		}
 	}
@@ -133,8 +132,7 @@ func (b *bucket) serveUnblockedLocked(out []io.Closer) []io.Closer {
 		if i < 0 {
 			break
 		}
-		ic := b.stack[i] // newestUnblockedLocked read the stack with idleLocked
-		b.stack = slices.Delete(b.stack, i, i+1)
+		ic := b.deleteIdleLocked(i) // newestUnblockedLocked read the stack with idleLocked
 		if reason := b.unusableLocked(&ic, now); reason != notCounted {
 			out = b.discardLocked(out, ic.pc.v, reason)
 			continue

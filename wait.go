@@ -166,7 +166,7 @@ func (b *bucket) restoreIdleLocked(pc *pconn, info *connInfo, since int64) (toCl
 	// Keep the stamps non-decreasing up the stack.
 	idle := b.idleLocked()
 	i := sort.Search(len(idle), func(i int) bool { return idle[i].since > since })
-	b.stack = slices.Insert(idle, i, ic)
+	b.setStackLocked(slices.Insert(idle, i, ic))
 	if victim != nil && victim.b == b {
 		return b.evictLocked(nil, victim), nil
 	}
