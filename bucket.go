@@ -839,7 +839,10 @@ func (b *bucket) putLocked(pc *pconn, info *connInfo) (toClose []io.Closer, vict
 	case b.waitingLocked() > 0 && b.cold.waiters.firstForConn() == nil:
 		// Only checkouts from New wait, and they need a slot to dial.
 		return b.discardLocked(nil, pc.v, CloseForNew), nil
-	case b.idleLenLocked() >= p.capacity:
+	case int(b.total) > p.capacity && b.idleLenLocked() >= p.capacity:
+		// pc is counted in total and is not idle, so with total at most
+		// the capacity there is room, and the stack's slice, behind a
+		// pointer, need not be read to count the idle conns.
 		return b.discardLocked(nil, pc.v, CloseBucketFull), nil
 	}
 	ic := idleConn{pc: pc, info: info, since: b.now}
