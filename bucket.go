@@ -30,22 +30,18 @@ type idleConn struct {
 // computed from it is never too small, and it is earlier by at most the
 // coarse clock's lag.
 //
-// The fields a checkout touches come first, in about two cache lines, and
-// the whole struct, with its newest idle conn inline, is 160 bytes: at
-// 100,000 addresses it is what the pool costs per address, and what has to
-// come from memory on each checkout.
+// The whole struct, with its newest idle conn inline, is 128 bytes on
+// 64-bit platforms: at 100,000 addresses it is what the pool costs per
+// address, and what has to come from memory on each checkout. 128 bytes is
+// a size class whose objects the allocator aligns to 128 bytes, so a
+// checkout at an address that is not cached touches two adjacent cache
+// lines, which the processor fetches as a pair, and 100,000 addresses take
+// 12.8 MB, within the TLB's reach more often than the 16 MB of 160-byte
+// buckets. So what checkouts seldom touch is kept out of line (stack,
+// cold), and the counters are 32 bits wide with their carries in cold
+// (countReuseLocked). TestHotStructSizes checks the size.
 type bucket struct {
 	mu sync.Mutex // protects the fields below but address and pool; taken after registry.mu and leakTracker.mu, before idleLRU.mu
-
-	// The bucket is 128 bytes on 64-bit platforms, a size class whose
-	// objects the allocator aligns to 128 bytes: a checkout in a pool of
-	// many addresses, whose buckets are not cached, then touches two
-	// adjacent cache lines, which the processor fetches as a pair, and
-	// 100,000 addresses take 12.8 MB, within reach of the TLB more often
-	// than 16 would be. So fields that checkouts seldom touch are kept
-	// out of line (stack, cold) and the counters are 32 bits wide with
-	// their carries in cold (countReuseLocked). TestBucketSize checks the
-	// size.
 
 	address string
 

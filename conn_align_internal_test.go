@@ -25,16 +25,3 @@ func TestConnStateIsAlignedForAtomics(t *testing.T) {
 		}
 	}
 }
-
-// TestBucketSize: a bucket is meant to take 128 bytes on 64-bit platforms
-// (see the comment at the top of bucket); a field added without taking
-// one out would move it to the 144- or 160-byte size class, whose objects
-// straddle cache lines, and make a pool of many addresses slower.
-func TestBucketSize(t *testing.T) {
-	if unsafe.Sizeof(uintptr(0)) != 8 {
-		t.Skip("the size is set for 64-bit platforms")
-	}
-	if got := unsafe.Sizeof(bucket{}); got != 128 {
-		t.Fatalf("a bucket takes %d bytes, want 128", got)
-	}
-}
