@@ -135,8 +135,9 @@ func TestCountersWrapThroughCheckouts(t *testing.T) {
 
 // TestIdleStackShapes walks the idle stack through nil, empty-with-capacity
 // and full shapes: sweep emptying it, Drain, New at the limit, LRU
-// eviction, a waiter's hand-back, Pool.Close. Every dialed conn must be
-// closed exactly once at the end, and no conn ever duplicated.
+// eviction, a checkout that times out waiting, Pool.Close. Every dialed
+// conn must be closed exactly once at the end, and no conn ever
+// duplicated.
 func TestIdleStackShapes(t *testing.T) {
 	var d testnet.FakeDialer
 	clock := new(fakeClock)
@@ -201,7 +202,7 @@ func TestIdleStackShapes(t *testing.T) {
 		put(get3("b:1"))
 		put(get3("c:1"))
 		check()
-		// A waiter that gives up after a hand-off.
+		// A checkout that times out waiting at the limit.
 		cs = get3(addr)
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
 		_, err = p.GetContext(ctx, addr)
@@ -217,4 +218,113 @@ func TestIdleStackShapes(t *testing.T) {
 		assert.EqualValues(t, 1, fc.Closes.Load(), "conn %d closed once", fc.ID)
 	}
 	assert.Zero(t, d.Open())
+}
+
+// TestAbandonedHandOffAtAFullStackIsClosed: a conn handed to a waiter that
+// gave up meanwhile goes back through putLocked; with the address's idle
+// stack full and more conns open than its capacity, it is closed, not
+// stacked past the capacity.
+func TestAbandonedHandOffAtAFullStackIsClosed(t *testing.T) {
+	d := &rvDialer{}
+	p, err := New(nil, 1, time.Minute, withValueDial(d.dial), WithMaxActive(3))
+	require.NoError(t, err)
+	defer p.Close()
+
+	var cs []*Conn
+	for range 3 {
+		c, err := p.checkout(context.Background(), "a", false)
+		require.NoError(t, err)
+		cs = append(cs, c)
+	}
+	b := p.buckets.lookup("a")
+	// A blocked idle value fills the stack and serves no waiter.
+	blocked := make(chan struct{})
+	defer close(blocked)
+	cs[0].load().v.(*rvValue).unblocked = blocked
+	require.NoError(t, cs[0].Close())
+	locked := func(f func()) {
+		t.Helper()
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		checkIdleLocked(t, b)
+		f()
+	}
+	locked(func() { require.Equal(t, 1, b.idleLenLocked()) })
+
+	ctx, cancel := context.WithCancel(context.Background())
+	res := make(chan error, 1)
+	go func() { _, err := p.checkout(ctx, "a", false); res <- err }()
+	rvEventually(t, func() bool { return rvWaiting(b) == 1 }, "waiter queued")
+	rvEventually(t, func() bool { return rvGoroutines("connpool.(*Pool).wait(", "[select") == 1 }, "parked")
+
+	// The waiter gives up while a Close hands it a conn: the Close's
+	// putLocked runs under the lock that the giving up waits for.
+	b.mu.Lock()
+	cancel()
+	rvEventually(t, func() bool { return rvGoroutines("(*bucket).giveUp(") == 1 }, "gives up")
+	c := cs[1]
+	pc := (*pconn)(c.pc)
+	c.pc = nil
+	toClose, victim := b.putLocked(pc, c.info)
+	require.Empty(t, toClose, "handed to the waiter")
+	require.Nil(t, victim)
+	require.Zero(t, b.waitingLocked(), "delivered")
+	b.mu.Unlock()
+	require.ErrorIs(t, <-res, context.Canceled)
+	p.closers.Wait()
+
+	locked(func() {
+		assert.Equal(t, 1, b.idleLenLocked())
+		assert.EqualValues(t, 2, b.total)
+		assert.EqualValues(t, 1, b.countersLocked().ClosedBucketFull, "the abandoned hand-off is closed")
+	})
+	require.NoError(t, cs[2].Close())
+	locked(func() {
+		assert.Equal(t, 1, b.idleLenLocked())
+		assert.EqualValues(t, 2, b.countersLocked().ClosedBucketFull)
+	})
+}
+
+// TestLastLeaseAtAFullStackIsClosed: in shared mode the last lease of a
+// value puts it back through putLocked; with the stack full it is closed.
+// A value ended with ReleaseNow leaves the stack as it is.
+func TestLastLeaseAtAFullStackIsClosed(t *testing.T) {
+	d := &rvDialer{}
+	p, err := New(nil, 1, time.Minute, withValueDial(d.dial), withShares(1))
+	require.NoError(t, err)
+	defer p.Close()
+
+	var cs []*Conn
+	for range 3 {
+		c, err := p.checkout(context.Background(), "a", false)
+		require.NoError(t, err)
+		require.True(t, c.has(sharedBit))
+		cs = append(cs, c)
+	}
+	b := p.buckets.lookup("a")
+	locked := func(f func()) {
+		t.Helper()
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		checkIdleLocked(t, b)
+		f()
+	}
+	for i, c := range cs {
+		require.NoError(t, c.Close())
+		locked(func() {
+			assert.Equal(t, 1, b.idleLenLocked())
+			assert.EqualValues(t, 3-i, b.total)
+			assert.EqualValues(t, i, b.countersLocked().ClosedBucketFull)
+		})
+	}
+	c1, err := p.checkout(context.Background(), "a", false)
+	require.NoError(t, err)
+	c2, err := p.checkout(context.Background(), "a", false)
+	require.NoError(t, err)
+	require.NoError(t, c2.release(true))
+	require.NoError(t, c1.Close())
+	locked(func() {
+		assert.Equal(t, 1, b.idleLenLocked())
+		assert.EqualValues(t, 1, b.total)
+	})
 }
