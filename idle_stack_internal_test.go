@@ -230,26 +230,14 @@ func TestAbandonedHandOffAtAFullStackIsClosed(t *testing.T) {
 	require.NoError(t, err)
 	defer p.Close()
 
-	var cs []*Conn
-	for range 3 {
-		c, err := p.checkout(context.Background(), "a", false)
-		require.NoError(t, err)
-		cs = append(cs, c)
-	}
+	cs := checkoutN(t, p, "a", 3)
 	b := p.buckets.lookup("a")
 	// A blocked idle value fills the stack and serves no waiter.
 	blocked := make(chan struct{})
 	defer close(blocked)
 	cs[0].load().v.(*rvValue).unblocked = blocked
 	require.NoError(t, cs[0].Close())
-	locked := func(f func()) {
-		t.Helper()
-		b.mu.Lock()
-		defer b.mu.Unlock()
-		checkIdleLocked(t, b)
-		f()
-	}
-	locked(func() { require.Equal(t, 1, b.idleLenLocked()) })
+	lockedIdle(t, b, func() { require.Equal(t, 1, b.idleLenLocked()) })
 
 	ctx, cancel := context.WithCancel(context.Background())
 	res := make(chan error, 1)
@@ -273,13 +261,13 @@ func TestAbandonedHandOffAtAFullStackIsClosed(t *testing.T) {
 	require.ErrorIs(t, <-res, context.Canceled)
 	p.closers.Wait()
 
-	locked(func() {
+	lockedIdle(t, b, func() {
 		assert.Equal(t, 1, b.idleLenLocked())
 		assert.EqualValues(t, 2, b.total)
 		assert.EqualValues(t, 1, b.countersLocked().ClosedBucketFull, "the abandoned hand-off is closed")
 	})
 	require.NoError(t, cs[2].Close())
-	locked(func() {
+	lockedIdle(t, b, func() {
 		assert.Equal(t, 1, b.idleLenLocked())
 		assert.EqualValues(t, 2, b.countersLocked().ClosedBucketFull)
 	})
@@ -294,24 +282,14 @@ func TestLastLeaseAtAFullStackIsClosed(t *testing.T) {
 	require.NoError(t, err)
 	defer p.Close()
 
-	var cs []*Conn
-	for range 3 {
-		c, err := p.checkout(context.Background(), "a", false)
-		require.NoError(t, err)
+	cs := checkoutN(t, p, "a", 3)
+	for _, c := range cs {
 		require.True(t, c.has(sharedBit))
-		cs = append(cs, c)
 	}
 	b := p.buckets.lookup("a")
-	locked := func(f func()) {
-		t.Helper()
-		b.mu.Lock()
-		defer b.mu.Unlock()
-		checkIdleLocked(t, b)
-		f()
-	}
 	for i, c := range cs {
 		require.NoError(t, c.Close())
-		locked(func() {
+		lockedIdle(t, b, func() {
 			assert.Equal(t, 1, b.idleLenLocked())
 			assert.EqualValues(t, 3-i, b.total)
 			assert.EqualValues(t, i, b.countersLocked().ClosedBucketFull)
@@ -323,8 +301,29 @@ func TestLastLeaseAtAFullStackIsClosed(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, c2.release(true))
 	require.NoError(t, c1.Close())
-	locked(func() {
+	lockedIdle(t, b, func() {
 		assert.Equal(t, 1, b.idleLenLocked())
 		assert.EqualValues(t, 1, b.total)
 	})
+}
+
+// checkoutN checks out n values of address from p.
+func checkoutN(t *testing.T, p *Pool, address string, n int) []*Conn {
+	t.Helper()
+	var cs []*Conn
+	for range n {
+		c, err := p.checkout(context.Background(), address, false)
+		require.NoError(t, err)
+		cs = append(cs, c)
+	}
+	return cs
+}
+
+// lockedIdle runs f under b.mu after checking b's idle invariants.
+func lockedIdle(t *testing.T, b *bucket, f func()) {
+	t.Helper()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	checkIdleLocked(t, b)
+	f()
 }
