@@ -188,7 +188,11 @@ func backendFault(err error) bool {
 // pickExcluding picks an address not in failed, trying a few times before
 // settling for one that is. A keyed request is re-keyed on each try, so a
 // consistent-hashing policy moves on to the key's next choice, the same one
-// in every client.
+// in every client. The try number goes before the key, not after it: with
+// FNV-1a (Maglev's hash), keys that differ only in their last byte hash to
+// slots nearly in an arithmetic progression, which a backend's own Maglev
+// permutation can cover, so all eight re-keys of a key could land on the
+// backend that just failed.
 func (bp *Pool) pickExcluding(ctx context.Context, failed []string) (string, func(error), error) {
 	key, keyed := KeyFrom(ctx)
 	pickCtx := ctx
@@ -199,7 +203,7 @@ func (bp *Pool) pickExcluding(ctx context.Context, failed []string) (string, fun
 		}
 		done(ErrPickNotUsed)
 		if keyed {
-			pickCtx = WithKey(ctx, key+"\x00"+strconv.Itoa(tries))
+			pickCtx = WithKey(ctx, strconv.Itoa(tries)+"\x00"+key)
 		}
 	}
 }
