@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"strconv"
+	"strings"
 	"syscall"
 )
 
@@ -164,6 +165,8 @@ type DoError struct {
 	Err      error
 }
 
+// Error names the package once: the prefix of the package's own errors,
+// such as a DialError's, is not repeated after the address and attempts.
 func (e *DoError) Error() string {
 	s := "connpool: "
 	if e.Address != "" {
@@ -172,7 +175,7 @@ func (e *DoError) Error() string {
 	if e.Attempts > 1 {
 		s += strconv.Itoa(e.Attempts) + " attempts, last: "
 	}
-	return s + e.Err.Error()
+	return s + strings.TrimPrefix(e.Err.Error(), "connpool: ")
 }
 
 func (e *DoError) Unwrap() error { return e.Err }

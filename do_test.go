@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"math"
+	"strings"
 	"testing"
 	"time"
 
@@ -412,4 +413,22 @@ func TestDoAllocatesNothingOnSuccess(t *testing.T) {
 		})
 	}
 	assert.EqualValues(t, 1, d.Dials())
+}
+
+// TestDoErrorNamesThePackageOnce checks that a DoError wrapping one of the
+// package's own errors, such as a failed dial, does not repeat its prefix.
+func TestDoErrorNamesThePackageOnce(t *testing.T) {
+	dialErr := &connpool.DialError{Address: "a:1", Err: errors.New("connection refused")}
+	for _, tc := range []struct {
+		err  *connpool.DoError
+		want string
+	}{
+		{&connpool.DoError{Attempts: 1, Err: dialErr}, "connpool: " + strings.TrimPrefix(dialErr.Error(), "connpool: ")},
+		{&connpool.DoError{Attempts: 2, Err: dialErr}, "connpool: 2 attempts, last: " + strings.TrimPrefix(dialErr.Error(), "connpool: ")},
+		{&connpool.DoError{Address: "a:1", Attempts: 1, Err: io.EOF}, "connpool: a:1: EOF"},
+		{&connpool.DoError{Attempts: 1, Err: connpool.ErrClosed}, connpool.ErrClosed.Error()},
+	} {
+		assert.Equal(t, tc.want, tc.err.Error())
+		assert.Equal(t, 1, strings.Count(tc.err.Error(), "connpool: "), tc.err.Error())
+	}
 }

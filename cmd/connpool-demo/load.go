@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/seed73091bf1/connpool"
 	"github.com/seed73091bf1/connpool/balancer"
 	"github.com/seed73091bf1/connpool/internal/testnet"
 )
@@ -50,33 +51,22 @@ func (l *load) client(id int, stop <-chan struct{}) {
 	}
 }
 
-// request sends one line and reads the echo. A failure may be a conn the
-// backend closed while it sat idle or a backend that just went down: the conn
-// is released (reporting the failure to the balancer) and the request
-// retried, up to three tries in all, as a client of an idempotent service
-// would.
+// request sends one line and reads the echo through bp.Do, as a client of
+// an idempotent service would: a conn the backend closed while it sat idle
+// is retried on a fresh conn, a backend that went down mid-request is
+// retried on another one, and a failed dial moves to another backend, all
+// within the pool's retry budget. It returns the address that answered.
 func request(ctx context.Context, bp *balancer.Pool, msg string) (string, error) {
-	var lastErr error
-	for range 3 {
-		conn, err := bp.Get(ctx)
-		if err != nil {
-			return "", err
+	var addr string
+	err := bp.Do(ctx, func(c *balancer.Conn) error {
+		addr = c.Address()
+		if err := c.SetDeadline(time.Now().Add(2 * time.Second)); err != nil {
+			return err
 		}
-		c := conn.(*balancer.Conn)
-		err = c.SetDeadline(time.Now().Add(2 * time.Second))
-		if err == nil {
-			err = testnet.RoundTrip(c, msg)
+		if err := testnet.RoundTrip(c, msg); err != nil {
+			return err
 		}
-		if err == nil {
-			err = c.SetDeadline(time.Time{})
-		}
-		if err == nil {
-			addr := c.Address()
-			_ = c.Close() // the request succeeded; a close error cannot change that
-			return addr, nil
-		}
-		_ = c.Release() // the request's error is the one to report
-		lastErr = fmt.Errorf("%s: %w", c.Address(), err)
-	}
-	return "", lastErr
+		return c.SetDeadline(time.Time{})
+	}, connpool.Idempotent())
+	return addr, err
 }
