@@ -35,8 +35,9 @@ var errNilFunc = errors.New("balancer: Do called with a nil function")
 // retry's outcome counts). An error marked with connpool.Clean counts as a
 // success: the backend answered.
 //
-// The error Do returns is a *connpool.DoError, which tells how many times
-// fn ran and wraps the last error.
+// The error Do returns is a *connpool.DoError, which tells how many
+// attempts were made (a checkout that failed before fn ran counts as one)
+// and wraps the last error.
 func (bp *Pool) Do(ctx context.Context, fn func(c *Conn) error, opts ...connpool.DoOption) error {
 	if fn == nil {
 		return &connpool.DoError{Err: errNilFunc}
